@@ -1,0 +1,44 @@
+import os
+import stat
+
+import pytest
+
+
+@pytest.fixture
+def loaders_pillar():
+    return {"motd": {"width": 30}}
+
+
+def test_scroll_default_is_a_fortune_in_the_frame(modules):
+    out = modules.motd.scroll()
+    lines = out.splitlines()
+    assert lines[1].startswith(" / \\")
+    assert lines[-1].startswith("    \\_/")
+    # Pillar width 30: every text row is the frame's fixed width.
+    assert {len(line) for line in lines[3:-3]} == {len("    |  ") + 30 + len("  |.")}
+
+
+def test_scroll_text_argument_wins(modules):
+    out = modules.motd.scroll(text="pinned message", width=20)
+    assert "pinned message" in out
+
+
+def test_scroll_bad_width_is_a_clean_error(modules):
+    from salt.exceptions import SaltInvocationError
+
+    with pytest.raises(SaltInvocationError, match="width"):
+        modules.motd.scroll(text="x", width="wide")
+
+
+def test_update_writes_base_plus_scroll_0644(modules, tmp_path):
+    base = tmp_path / "motd_base"
+    base.write_text("Welcome to web-s1-f1-m1\n")
+    pinned = tmp_path / "motd_pinned"
+    pinned.write_text("Freeze until Monday\n")
+    target = tmp_path / "motd"
+    ret = modules.motd.update(target=str(target), base=str(base), pinned=str(pinned))
+    text = target.read_text()
+    assert text.startswith("Welcome to web-s1-f1-m1\n  ___")
+    assert "Freeze until Monday" in text
+    assert ret["pinned"] is True
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
