@@ -37,3 +37,11 @@ def shared_data():
     if not data.is_dir():
         pytest.skip(f"real test data not found at {data} (set WEBFARM_SHARED)")
     return data
+
+
+def pytest_unconfigure(config):
+    # Salt's log handlers flush into pytest's closed capture streams at exit; that noise
+    # ("--- Logging error ---") is not a test outcome.
+    import logging
+
+    logging.raiseExceptions = False

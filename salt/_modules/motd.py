@@ -66,7 +66,9 @@ def scroll(text=None, width=None):
         salt '*' motd.scroll text='Deploy freeze until Monday' width=40
     """
     settings = __pillar__.get("motd", {}) or {}
-    width = _width(width if width is not None else settings.get("width", webfarm_motd.DEFAULT_WIDTH))
+    width = _width(
+        width if width is not None else settings.get("width", webfarm_motd.DEFAULT_WIDTH)
+    )
     if text is None:
         text = settings.get("text") or _fortune()
     return webfarm_motd.scroll(str(text), width)
