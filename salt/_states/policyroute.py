@@ -1,0 +1,112 @@
+"""States for source-based policy routing (see the ``policyroute`` execution module).
+
+.. code-block:: yaml
+
+    webfarm-policy-routing:
+      policyroute.managed: []            # the whole ``policyroute`` pillar
+
+    uplink1-only:
+      policyroute.managed:
+        - table: uplink1                 # one table of the pillar; the rest is left alone
+
+    old-uplink:
+      policyroute.absent:
+        - name: uplink9
+"""
+
+from salt.exceptions import SaltException
+
+
+def __virtual__():
+    if "policyroute.diff" in __salt__:
+        return "policyroute"
+    return (False, "the policyroute execution module is not available (needs pyroute2)")
+
+
+def _summary(changes):
+    parts = []
+    for kind in ("routes", "rules"):
+        for action, items in changes.get(kind, {}).items():
+            parts.append(f"{len(items)} {kind} {action}")
+    if changes.get("files"):
+        parts.append(f"{len(changes['files'])} names files written")
+    return ", ".join(parts)
+
+
+def managed(
+    name,
+    table=None,
+    default=None,
+    tables=None,
+    netns=None,
+    iproute2_dir=None,
+    config_file=None,
+):
+    """
+    Make webfarm's policy routing match the pillar (or the given ``default``/``tables``).
+
+    name
+        A label for the state.
+    table
+        Manage only this table of the configuration; without it the whole configuration is
+        managed and webfarm routes/rules no longer in it are removed.
+    default, tables, netns, iproute2_dir, config_file
+        As for ``policyroute.apply``.
+    """
+    ret = {
+        "name": name,
+        "result": True,
+        "comment": "Policy routing is already as wanted",
+        "changes": {},
+    }
+    kwargs = {
+        "default": default,
+        "tables": tables,
+        "only": table,
+        "netns": netns,
+        "iproute2_dir": iproute2_dir,
+        "config_file": config_file,
+    }
+    try:
+        changes = __salt__["policyroute.diff"](**kwargs)
+        if not changes:
+            return ret
+        if __opts__["test"]:
+            ret.update(
+                result=None, comment=f"Would have changed: {_summary(changes)}", changes=changes
+            )
+            return ret
+        changes = __salt__["policyroute.apply"](**kwargs)
+    except SaltException as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret.update(comment=f"Policy routing changed: {_summary(changes)}", changes=changes)
+    return ret
+
+
+def absent(name, netns=None, iproute2_dir=None):
+    """
+    Remove webfarm's rules and routes of table ``name`` (name or id) and its name entry.
+    """
+    ret = {
+        "name": name,
+        "result": True,
+        "comment": f"Table {name} has no webfarm routes or rules: already as wanted",
+        "changes": {},
+    }
+    kwargs = {"netns": netns, "iproute2_dir": iproute2_dir}
+    try:
+        changes = __salt__["policyroute.flush"](name, test=True, **kwargs)
+        if not changes:
+            return ret
+        if __opts__["test"]:
+            ret.update(
+                result=None, comment=f"Would have removed: {_summary(changes)}", changes=changes
+            )
+            return ret
+        changes = __salt__["policyroute.flush"](name, **kwargs)
+    except SaltException as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret.update(comment=f"Table {name} removed: {_summary(changes)}", changes=changes)
+    return ret
