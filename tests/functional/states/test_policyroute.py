@@ -1,0 +1,120 @@
+"""policyroute states and the ``routing`` SLS against the real kernel, in network namespaces.
+
+Each case runs in real mode and with ``test=True`` (the ``testmode`` fixture).
+"""
+
+import json
+import os
+
+import pytest
+
+from tests.support.netns import ip, seed_pillar
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def pillar(policyroute_lab):
+    return seed_pillar(policyroute_lab)
+
+
+@pytest.fixture
+def loaders_pillar(pillar):
+    return {"policyroute": pillar}
+
+
+def test_managed_whole_pillar(states, modules, policyroute_lab, testmode):
+    expected = modules.policyroute.diff()
+    before = policyroute_lab.snapshot()
+    ret = states.policyroute.managed(name="webfarm", test=testmode)
+    assert ret.changes == expected
+    assert len(ret.changes["rules"]["added"]) == 2
+    if testmode:
+        assert ret.result is None
+        assert ret.comment.startswith("Would have changed: ")
+        assert policyroute_lab.snapshot() == before
+        return
+    assert ret.result is True
+    assert "via 85.14.228.254" in policyroute_lab.route_get("198.51.100.1", src="85.14.228.248")
+    again = states.policyroute.managed(name="webfarm")
+    assert again.result is True and again.changes == {}
+    assert again.comment == "Policy routing is already as wanted"
+
+
+def test_managed_one_table_leaves_the_rest(states, policyroute_lab, testmode):
+    web = policyroute_lab.web
+    ret = states.policyroute.managed(name="uplink1 only", table="uplink1", test=testmode)
+    assert ret.result is (None if testmode else True)
+    assert all("table uplink1" in route for route in ret.changes["routes"]["added"])
+    main = ip(web, "route").stdout
+    assert "default" not in main
+    rules = ip(web, "rule").stdout
+    assert ("lookup uplink1" in rules) is not testmode
+
+
+def test_managed_bad_input_is_a_failed_state(states, pillar, policyroute_lab, testmode):
+    before = policyroute_lab.snapshot()
+    tables = {"bad": {**pillar["tables"]["uplink1"], "id": 254}}
+    ret = states.policyroute.managed(
+        name="bad", tables=tables, netns=pillar["netns"], test=testmode
+    )
+    assert ret.result is False
+    assert "reserved (main)" in ret.comment
+    assert ret.changes == {}
+    assert policyroute_lab.snapshot() == before
+
+
+def test_absent_removes_a_table(states, modules, policyroute_lab, testmode):
+    modules.policyroute.apply()
+    before = policyroute_lab.snapshot()
+    ret = states.policyroute.absent(name="uplink1", test=testmode)
+    assert sorted(ret.changes["rules"]["removed"]) == [
+        "priority 1000 from 2001:db8:85::248/128 lookup uplink1",
+        "priority 1000 from 85.14.228.248/32 lookup uplink1",
+    ]
+    if testmode:
+        assert ret.result is None
+        assert policyroute_lab.snapshot() == before
+        return
+    assert ret.result is True
+    assert "lookup uplink1" not in ip(policyroute_lab.web, "rule").stdout
+    again = states.policyroute.absent(name="uplink1")
+    assert again.result is True and again.changes == {}
+
+
+def test_routing_sls_applies_and_persists(modules, pillar, policyroute_lab, tmp_path, testmode):
+    sls_pillar = {
+        "policyroute": {
+            **pillar,
+            "persist_dir": str(tmp_path / "webfarm"),
+            "systemd_dir": str(tmp_path / "systemd"),
+        }
+    }
+    ret = modules.state.sls("routing", pillar=sls_pillar, test=testmode)
+    assert isinstance(ret.raw, dict), ret.raw
+    results = {entry["__id__"]: entry for entry in ret.raw.values()}
+    unit = tmp_path / "systemd" / "webfarm-policyroute.service"
+    saved = tmp_path / "webfarm" / "policyroute.json"
+    if testmode:
+        assert all(entry["result"] is not False for entry in results.values()), results
+        assert results["policyroute-managed"]["result"] is None
+        assert not unit.exists() and not saved.exists()
+        return
+    assert all(entry["result"] is True for entry in results.values()), results
+    assert "lookup uplink1" in ip(policyroute_lab.web, "rule").stdout
+    assert json.loads(saved.read_text())["tables"]["uplink1"]["id"] == 1
+    assert f"config_file={saved}" in unit.read_text()
+    link = tmp_path / "systemd" / "multi-user.target.wants" / "webfarm-policyroute.service"
+    assert os.readlink(link) == str(unit)
+
+
+def test_boot_unit_command_restores_routing(modules, pillar, policyroute_lab, tmp_path):
+    """What the unit runs at boot (apply from the saved file, no pillar) restores everything."""
+    saved = tmp_path / "policyroute.json"
+    saved.write_text(json.dumps(pillar))
+    modules.policyroute.apply()
+    applied = policyroute_lab.snapshot()
+    modules.policyroute.apply(tables={}, default={}, netns=pillar["netns"])
+    assert "lookup uplink1" not in ip(policyroute_lab.web, "rule").stdout
+    modules.policyroute.apply(config_file=str(saved))
+    assert policyroute_lab.snapshot() == applied
