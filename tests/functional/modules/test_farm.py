@@ -1,0 +1,227 @@
+"""The ``farm`` execution module through Salt's loader against real rsync, a real memcached
+(apt, loopback port) and a real PHP app (``php -S``) serving the release ``current`` points at.
+"""
+
+import os
+import threading
+import time
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from tests.support.upgrade_lab import PhpApp, free_port, memcached_command
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def app_root(tmp_path):
+    root = tmp_path / "app"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def loaders_pillar(app_root, upgrade_dist):
+    return {"upgrade": {"root": str(app_root), "source": str(upgrade_dist / "{version}")}}
+
+
+@pytest.fixture
+def php_app(app_root, upgrade_memcached):
+    app = PhpApp(app_root, "127.0.0.1", free_port(), member="m1", memcached=upgrade_memcached)
+    yield app
+    app.stop()
+
+
+def test_release_copies_and_switches_current(modules, app_root, upgrade_dist):
+    ret = modules.farm.release("1.0.0")
+    assert ret["version"] == "1.0.0" and ret["previous"] is None
+    assert ret["copied"] and ret["switched"]
+    assert os.readlink(app_root / "current") == "releases/1.0.0"
+    assert (app_root / "current" / "VERSION").read_text() == "1.0.0\n"
+    assert (app_root / "current" / "assets" / "app.css").is_file()
+    assert modules.farm.version() == "1.0.0"
+
+    ret = modules.farm.release("2.0.1")
+    assert ret["previous"] == "1.0.0" and ret["switched"]
+    assert modules.farm.version() == "2.0.1"
+    assert os.readlink(app_root / "previous") == "releases/1.0.0"
+    assert modules.farm.releases() == ["1.0.0", "2.0.1"]
+    # No partial or temporary entries left beside the releases.
+    assert sorted(p.name for p in (app_root / "releases").iterdir()) == ["1.0.0", "2.0.1"]
+    assert sorted(p.name for p in app_root.iterdir()) == ["current", "previous", "releases"]
+
+
+def test_release_again_is_a_no_op(modules):
+    modules.farm.release("2.0.1")
+    ret = modules.farm.release("2.0.1")
+    assert ret["copied"] is False and ret["switched"] is False
+
+
+def test_live_release_that_differs_is_refused_and_kept(modules, app_root, tmp_path):
+    modules.farm.release("2.0.1")
+    other = tmp_path / "other" / "2.0.1"
+    other.mkdir(parents=True)
+    (other / "VERSION").write_text("tampered\n")
+    with pytest.raises(CommandExecutionError, match="live and differs"):
+        modules.farm.release("2.0.1", source=str(other))
+    assert (app_root / "current" / "VERSION").read_text() == "2.0.1\n"
+    assert (app_root / "current" / "index.php").is_file()
+
+
+def test_rollback_switches_back_and_forth(modules):
+    modules.farm.release("1.0.0")
+    modules.farm.release("2.0.1")
+    ret = modules.farm.rollback()
+    assert ret == {"version": "1.0.0", "previous": "2.0.1", "restarted": None}
+    assert modules.farm.version() == "1.0.0"
+    assert modules.farm.rollback()["version"] == "2.0.1"
+
+
+def test_rollback_without_previous_is_a_clear_error(modules):
+    modules.farm.release("1.0.0")
+    with pytest.raises(CommandExecutionError, match="nothing to roll back"):
+        modules.farm.rollback()
+    assert modules.farm.version() == "1.0.0"
+
+
+@pytest.mark.parametrize("bad", ["../etc", "", "2.0 1", "-rf", "a/b"])
+def test_bad_version_is_refused_before_touching_anything(modules, app_root, bad):
+    with pytest.raises(SaltInvocationError, match="bad version"):
+        modules.farm.release(bad)
+    assert list(app_root.iterdir()) == []
+
+
+def test_missing_source_loses_nothing(modules, app_root):
+    modules.farm.release("1.0.0")
+    with pytest.raises(CommandExecutionError, match="does not exist"):
+        modules.farm.release("9.9.9")
+    assert modules.farm.version() == "1.0.0"
+    assert sorted(p.name for p in (app_root / "releases").iterdir()) == ["1.0.0"]
+
+
+def test_failed_rsync_leaves_no_partial_release(modules, app_root, tmp_path):
+    modules.farm.release("1.0.0")
+    with pytest.raises(CommandExecutionError, match="rsync"):
+        modules.farm.release("3.0.0", source="rsync://127.0.0.1:1/nowhere/")
+    assert modules.farm.version() == "1.0.0"
+    assert sorted(p.name for p in (app_root / "releases").iterdir()) == ["1.0.0"]
+
+
+def test_switch_is_atomic_for_readers(modules, app_root):
+    """A reader opening current/VERSION in a loop never fails while releases switch 8 times."""
+    modules.farm.release("1.0.0")
+    modules.farm.release("2.0.1")
+    errors, seen, stop = [], set(), threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                seen.add((app_root / "current" / "VERSION").read_text())
+            except OSError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for _ in range(4):
+            modules.farm.rollback()
+            time.sleep(0.005)
+            modules.farm.rollback()
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert seen == {"1.0.0\n", "2.0.1\n"}
+
+
+def test_health_sees_the_switched_release_over_http(modules, php_app):
+    modules.farm.release("1.0.0")
+    php_app.start()
+    ret = modules.farm.health(url=php_app.url, version="1.0.0", timeout=10)
+    assert ret["ok"] and ret["status"] == 200 and ret["version"] == "1.0.0", ret
+    modules.farm.release("2.0.1")
+    ret = modules.farm.health(url=php_app.url, version="2.0.1", timeout=5)
+    assert ret["ok"] and ret["attempts"] == 1, ret
+
+
+def test_health_reports_wrong_version_and_errors(modules, php_app):
+    modules.farm.release("1.0.0")
+    php_app.start()
+    ret = modules.farm.health(url=php_app.url, version="2.0.1", timeout=1, interval=0.2)
+    assert ret["ok"] is False and "reports version '1.0.0'" in ret["error"]
+    assert ret["attempts"] > 1
+    modules.farm.release("2.0.2")
+    ret = modules.farm.health(url=php_app.url, version="2.0.2", timeout=1)
+    assert ret["ok"] is False and ret["status"] == 500
+
+
+def test_health_of_a_dead_server_fails_within_timeout(modules):
+    ret = modules.farm.health(url=f"http://127.0.0.1:{free_port()}/", timeout=1, interval=0.2)
+    assert ret["ok"] is False and ret["status"] is None and ret["error"]
+    assert ret["seconds"] <= 2
+
+
+def test_health_rejects_non_http_urls(modules):
+    with pytest.raises(SaltInvocationError, match="http"):
+        modules.farm.health(url="file:///etc/passwd")
+
+
+def test_app_session_lives_in_memcached_and_flush_cache_empties_it(
+    modules, php_app, upgrade_memcached
+):
+    import http.client
+
+    modules.farm.release("1.0.0")
+    php_app.start()
+    conn = http.client.HTTPConnection(php_app.address, php_app.port, timeout=5)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    response.read()
+    cookie = [c.split(";")[0] for c in response.headers.get_all("Set-Cookie")]
+    sid = next(c.split("=", 1)[1] for c in cookie if c.startswith("APPSID="))
+    address, port = upgrade_memcached
+    assert "VALUE sess:" + sid in memcached_command(address, port, f"get sess:{sid}")
+
+    ret = modules.farm.flush_cache(address=address, port=port)
+    assert ret == {"address": address, "port": port, "flushed": True}
+    assert memcached_command(address, port, f"get sess:{sid}") == "END\r\n"
+
+
+def test_flush_cache_endpoint_from_pillar(modules, loaders, upgrade_memcached):
+    address, port = upgrade_memcached
+    memcached_command(address, port, "set probe 0 60 1\r\nx")
+    loaders.opts["pillar"]["upgrade"]["memcached"] = {"address": address, "port": port}
+    assert modules.farm.flush_cache()["flushed"] is True
+    assert memcached_command(address, port, "get probe") == "END\r\n"
+
+
+def test_flush_cache_errors(modules):
+    with pytest.raises(SaltInvocationError, match="no memcached"):
+        modules.farm.flush_cache()
+    with pytest.raises(CommandExecutionError, match="unreachable"):
+        modules.farm.flush_cache(address="127.0.0.1", port=free_port(), timeout=1)
+
+
+def test_upgrade_os_goes_through_salt_pkg_on_debian(modules):
+    """Real aptpkg call: rsync is installed, so pkg.install changes nothing and says so."""
+    ret = modules.farm.upgrade_os(pkgs=["rsync"])
+    assert ret["function"] == "pkg.install"
+    assert ret["kwargs"] == {"pkgs": ["rsync"], "refresh": False}
+    assert ret["changes"] == {}
+
+
+def test_make_conf_keeps_lines_and_adds_binhost(modules, tmp_path):
+    path = tmp_path / "make.conf"
+    path.write_text('COMMON_FLAGS="-O2 -pipe"\nFEATURES="parallel-fetch"\n')
+    text = modules.farm.make_conf(
+        path=str(path), binhost_url="http://binhost.example/packages", hw_profile="xeon-e5"
+    )
+    assert text.splitlines() == [
+        'COMMON_FLAGS="-O2 -pipe"',
+        'FEATURES="parallel-fetch getbinpkg"',
+        'PORTAGE_BINHOST="http://binhost.example/packages/xeon-e5"',
+    ]
+    with pytest.raises(SaltInvocationError, match="hw_profile"):
+        modules.farm.make_conf(path=str(path), binhost_url="http://b/p", hw_profile="../x")
