@@ -48,7 +48,6 @@ try:
         NLM_F_REQUEST,
     )
     from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE
-    from pyroute2.netlink.rtnl.fibmsg import fibmsg
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     HAS_PYROUTE2 = True
@@ -67,6 +66,13 @@ SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
 NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_DUMP = 0x300
+RTM_GETRULE = 34
+FRA_SRC = 2
+FRA_PRIORITY = 6
+FRA_TABLE = 15
+FRA_PROTOCOL = 21
 NLM_F_ACK_TLVS = 0x200
 NLMSGERR_ATTR_MSG = 1
 FR_ACT_TO_TBL = 1
@@ -142,23 +148,43 @@ class _Netlink:
         return owned, foreign
 
     def rules(self):
-        """Owned rules (protocol 77, priority in the webfarm range)."""
+        """Owned rules (protocol 77, priority in the webfarm range).
+
+        Read straight from the dump: pyroute2 decodes every attribute of every rule in Python
+        (~70 ms for 1000 rules), while only four fields are needed here.
+        """
         owned = []
         for family in (pr.AF_INET, pr.AF_INET6):
-            for msg in self.ipr.get_rules(family=family):
-                priority = msg.get("FRA_PRIORITY") or 0
-                if not pr.owned_rule(msg.get("FRA_PROTOCOL"), priority):
-                    continue
-                zero = "0.0.0.0" if family == pr.AF_INET else "::"
-                owned.append(
-                    pr.Rule(
-                        family=family,
-                        src=f"{msg.get('FRA_SRC') or zero}/{msg['src_len']}",
-                        table=msg.get("FRA_TABLE") or msg["table"],
-                        priority=priority,
-                    )
-                )
+            for data, offset, length in self._dump(RTM_GETRULE, struct.pack("=B11x", family)):
+                owned += _owned_rule(data, offset, length)
         return owned
+
+    def _dump(self, kind, body):
+        """Yield ``(buffer, offset, length)`` of each message a dump request returns."""
+        sock = self._socket()
+        self._seq += 1
+        seq = self._seq
+        flags = NLM_F_REQUEST | NLM_F_DUMP
+        sock.send(struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body)
+        while True:
+            data = sock.recv(1 << 16)
+            offset = 0
+            while offset + 16 <= len(data):
+                length, msg_type, _flags, msg_seq, _pid = struct.unpack_from("=IHHII", data, offset)
+                if length < 16:
+                    break
+                if msg_seq == seq:
+                    if msg_type == NLMSG_DONE:
+                        return
+                    if msg_type == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + 16)
+                        if code:
+                            raise CommandExecutionError(
+                                f"netlink dump failed{_where(self.netns)}: {os.strerror(-code)}"
+                            )
+                    else:
+                        yield data, offset, length
+                offset += (length + 3) & ~3
 
     def _socket(self):
         if self._sock is None:
@@ -202,6 +228,37 @@ class _Netlink:
         return errors
 
 
+def _owned_rule(data, offset, length):
+    """``[Rule]`` (or ``[]``) from one RTM_NEWRULE message: fib_rule_hdr, then attributes."""
+    family, _dst_len, src_len, _tos, table, _r1, _r2, _action = struct.unpack_from(
+        "=8B", data, offset + 16
+    )
+    src, priority, protocol = None, 0, 0
+    pos, end = offset + 28, offset + length
+    while pos + 4 <= end:
+        attr_len, attr_type = struct.unpack_from("=HH", data, pos)
+        if attr_len < 4:
+            break
+        attr_type &= 0x3FFF
+        value = pos + 4
+        if attr_type == FRA_SRC:
+            src = socket.inet_ntop(
+                socket.AF_INET if family == pr.AF_INET else socket.AF_INET6,
+                data[value : pos + attr_len],
+            )
+        elif attr_type == FRA_PRIORITY:
+            (priority,) = struct.unpack_from("=I", data, value)
+        elif attr_type == FRA_TABLE:
+            (table,) = struct.unpack_from("=I", data, value)
+        elif attr_type == FRA_PROTOCOL:
+            protocol = data[value]
+        pos += (attr_len + 3) & ~3
+    if not pr.owned_rule(protocol, priority):
+        return []
+    src = src or ("0.0.0.0" if family == pr.AF_INET else "::")
+    return [pr.Rule(family=family, src=f"{src}/{src_len}", table=table, priority=priority)]
+
+
 def _where(netns):
     return f" in network namespace {netns}" if netns else ""
 
@@ -221,56 +278,64 @@ def _error_text(code, data, offset, length, flags):
     return text
 
 
+def _attr(kind, payload):
+    """One netlink attribute, padded to 4 bytes."""
+    return struct.pack("=HH", 4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _rule_message(op, seq):
+    """RTM_NEWRULE/RTM_DELRULE packed directly: thousands of them go out per apply."""
+    item = op.item
+    address, length = item.src.split("/")
+    attrs = (
+        _attr(FRA_TABLE, struct.pack("=I", item.table))
+        + _attr(FRA_PRIORITY, struct.pack("=I", item.priority))
+        + _attr(FRA_PROTOCOL, bytes([pr.PROTO]))
+    )
+    if int(length):
+        af = socket.AF_INET if item.family == pr.AF_INET else socket.AF_INET6
+        attrs += _attr(FRA_SRC, socket.inet_pton(af, address))
+    table = item.table if item.table < 256 else 0
+    body = struct.pack("=8BI", item.family, 0, int(length), 0, table, 0, 0, FR_ACT_TO_TBL, 0)
+    if op.action == "add":
+        kind, flags = RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    else:
+        kind, flags = RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK
+    return struct.pack("=IHHII", 16 + len(body) + len(attrs), kind, flags, seq, 0) + body + attrs
+
+
 def _encode(op, index, seq):
     item = op.item
     if isinstance(item, pr.Rule):
-        msg = fibmsg()
-        address, length = item.src.split("/")
-        msg["family"] = item.family
-        msg["src_len"] = int(length)
-        msg["table"] = item.table if item.table < 256 else 0
-        msg["action"] = FR_ACT_TO_TBL
-        msg["attrs"] = [
-            ("FRA_TABLE", item.table),
-            ("FRA_PRIORITY", item.priority),
-            ("FRA_PROTOCOL", pr.PROTO),
-        ]
-        if int(length):
-            msg["attrs"].append(("FRA_SRC", address))
-        kind = RTM_NEWRULE if op.action == "add" else RTM_DELRULE
-        flags = NLM_F_REQUEST | NLM_F_ACK
-        if op.action == "add":
-            flags |= NLM_F_CREATE | NLM_F_EXCL
+        return _rule_message(op, seq)
+    if item.dev not in index:
+        raise CommandExecutionError(f"device {item.dev} disappeared; check the interfaces")
+    msg = rtmsg()
+    address, length = item.dst.split("/")
+    msg["family"] = item.family
+    msg["dst_len"] = int(length)
+    msg["table"] = item.table if item.table < 256 else RT_TABLE_COMPAT
+    msg["proto"] = pr.PROTO
+    msg["type"] = RTN_UNICAST
+    if op.action == "delete":
+        msg["scope"] = RT_SCOPE_NOWHERE
     else:
-        if item.dev not in index:
-            raise CommandExecutionError(f"device {item.dev} disappeared")
-        msg = rtmsg()
-        address, length = item.dst.split("/")
-        msg["family"] = item.family
-        msg["dst_len"] = int(length)
-        msg["table"] = item.table if item.table < 256 else RT_TABLE_COMPAT
-        msg["proto"] = pr.PROTO
-        msg["type"] = RTN_UNICAST
-        if op.action == "delete":
-            msg["scope"] = RT_SCOPE_NOWHERE
-        else:
-            msg["scope"] = RT_SCOPE_UNIVERSE if item.gateway else RT_SCOPE_LINK
-        msg["attrs"] = [
-            ("RTA_TABLE", item.table),
-            ("RTA_OIF", index[item.dev]),
-            ("RTA_PRIORITY", item.metric),
-        ]
-        if int(length):
-            msg["attrs"].append(("RTA_DST", address))
-        if item.gateway:
-            msg["attrs"].append(("RTA_GATEWAY", item.gateway))
-        kind = RTM_DELROUTE if op.action == "delete" else RTM_NEWROUTE
-        flags = NLM_F_REQUEST | NLM_F_ACK
-        if op.action == "add":
-            flags |= NLM_F_CREATE | NLM_F_EXCL
-        elif op.action == "replace":
-            flags |= NLM_F_CREATE | NLM_F_REPLACE
-    msg["header"]["type"] = kind
+        msg["scope"] = RT_SCOPE_UNIVERSE if item.gateway else RT_SCOPE_LINK
+    msg["attrs"] = [
+        ("RTA_TABLE", item.table),
+        ("RTA_OIF", index[item.dev]),
+        ("RTA_PRIORITY", item.metric),
+    ]
+    if int(length):
+        msg["attrs"].append(("RTA_DST", address))
+    if item.gateway:
+        msg["attrs"].append(("RTA_GATEWAY", item.gateway))
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if op.action == "add":
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+    elif op.action == "replace":
+        flags |= NLM_F_CREATE | NLM_F_REPLACE
+    msg["header"]["type"] = RTM_DELROUTE if op.action == "delete" else RTM_NEWROUTE
     msg["header"]["flags"] = flags
     msg["header"]["sequence_number"] = seq
     msg.encode()

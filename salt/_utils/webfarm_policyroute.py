@@ -13,6 +13,7 @@ Ownership (what webfarm may change; everything else is never touched):
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 
 PROTO = 77
@@ -116,15 +117,29 @@ def _address(value, where):
 
 
 def _network(value, where):
+    """``(family, "address/prefixlen", prefixlen)``, the address as the kernel dump prints it.
+
+    Plain addresses (the common case, thousands of sources) take the inet_pton fast path.
+    """
     text = str(value).strip()
     if text == "default":
         raise PolicyRouteError(f"{where}: give 'default' routes as a gateway, not a dst")
+    if "/" not in text:
+        for family, af, bits in ((AF_INET, socket.AF_INET, 32), (AF_INET6, socket.AF_INET6, 128)):
+            try:
+                packed = socket.inet_pton(af, text)
+            except OSError:
+                continue
+            return family, f"{socket.inet_ntop(af, packed)}/{bits}", bits
     try:
-        return ipaddress.ip_network(text, strict=True)
+        net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         raise PolicyRouteError(
             f"{where}: {value!r} is not an IP address or network ({exc})"
         ) from None
+    af = socket.AF_INET if net.version == 4 else socket.AF_INET6
+    address = socket.inet_ntop(af, net.network_address.packed)
+    return _family(net.version), f"{address}/{net.prefixlen}", net.prefixlen
 
 
 def _int(value, where, low, high):
@@ -188,19 +203,18 @@ def _extra_routes(items, table, dev, where):
         if not isinstance(item, dict) or "dst" not in item:
             raise PolicyRouteError(f"{here} must be a mapping with at least 'dst'")
         _unknown_keys(item, ROUTE_KEYS, here)
-        dst = _network(item["dst"], f"{here}.dst")
-        if dst.prefixlen == 0:
+        family, dst, prefixlen = _network(item["dst"], f"{here}.dst")
+        if prefixlen == 0:
             raise PolicyRouteError(f"{here}.dst: give default routes with the table's gateway")
         gateway = None
         if item.get("gateway") is not None:
             gateway = _address(item["gateway"], f"{here}.gateway")
-            if gateway.version != dst.version:
+            if _family(gateway.version) != family:
                 raise PolicyRouteError(f"{here}: gateway {gateway} and dst {dst} differ in family")
             gateway = str(gateway)
         route_dev = _dev(item.get("dev", dev), f"{here}")
         metric = _int(item.get("metric", 0), f"{here}.metric", 0, TABLE_MAX)
-        family = _family(dst.version)
-        routes.append(Route(family, table, str(dst), _metric(family, metric), gateway, route_dev))
+        routes.append(Route(family, table, dst, _metric(family, metric), gateway, route_dev))
     return routes
 
 
@@ -271,21 +285,21 @@ def parse(config):
         families = {route.family for route in routes}
         rules = []
         for raw in _list(spec.get("sources"), f"{where}.sources"):
-            src = _network(raw, f"{where}.sources")
-            if src.prefixlen == 0:
+            family, src, prefixlen = _network(raw, f"{where}.sources")
+            if prefixlen == 0:
                 raise PolicyRouteError(f"{where}.sources: {src} matches everything; use default")
-            if _family(src.version) not in families:
+            if family not in families:
+                version = 4 if family == AF_INET else 6
                 raise PolicyRouteError(
-                    f"{where}.sources: {src} is IPv{src.version} but the table has no "
-                    f"IPv{src.version} route"
+                    f"{where}.sources: {src} is IPv{version} but the table has no IPv{version} route"
                 )
-            if str(src) in owner_of_source:
+            if src in owner_of_source:
                 raise PolicyRouteError(
                     f"{where}.sources: {src} is also a source of table "
-                    f"{owner_of_source[str(src)]}; a source belongs to one table"
+                    f"{owner_of_source[src]}; a source belongs to one table"
                 )
-            owner_of_source[str(src)] = name
-            rules.append(Rule(_family(src.version), str(src), table_id, priority))
+            owner_of_source[src] = name
+            rules.append(Rule(family, src, table_id, priority))
         desired.tables[name] = Table(name, table_id, priority)
         desired.routes += routes
         desired.rules += rules
