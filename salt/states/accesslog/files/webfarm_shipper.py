@@ -314,14 +314,16 @@ class LogFormat:
                 acc += piece
                 self._prefixes.append((re.compile(acc), label))
         last_end = 0
+        previous = "the start"
         for regex, label in self._prefixes:
             m = regex.match(line)
             if m is None:
                 return (
-                    f"does not match LogFormat {self.source!r} at {label} "
+                    f"does not match LogFormat {self.source!r} at {label} after {previous} "
                     f"(column {last_end + 1}: {line[last_end : last_end + 30]!r})"
                 )
             last_end = m.end()
+            previous = label
         return (
             f"does not match LogFormat {self.source!r}: unexpected text at column "
             f"{last_end + 1}: {line[last_end : last_end + 30]!r}"
