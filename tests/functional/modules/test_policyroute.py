@@ -7,7 +7,7 @@ import pytest
 import webfarm_policyroute
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.netns import ip, seed_pillar
+from tests.support.netns import ip, run, seed_pillar
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -231,3 +231,48 @@ def test_missing_namespace_and_pillar_are_clear_errors(modules, pillar):
 def test_no_pillar_is_a_clear_error(modules, loaders_pillar):
     with pytest.raises(SaltInvocationError, match="no policyroute pillar"):
         modules.policyroute.apply()
+
+
+def test_gateway_change_and_big_table_ids(modules, pillar, policyroute_lab):
+    pillar["tables"]["far"] = {
+        "id": 100000,
+        "gateway": "10.12.0.254",
+        "dev": "eth0",
+        "sources": ["10.12.0.0/28"],
+        "priority": 9999,
+    }
+    modules.policyroute.apply(**pillar)
+    far = policyroute_lab.route_get("198.51.100.1", src="10.12.0.1")
+    assert "via 10.12.0.254" in far and "table far" in far
+    assert (
+        "9999:\tfrom 10.12.0.0/28 lookup far proto webfarm"
+        in ip(policyroute_lab.web, "rule").stdout
+    )
+    pillar["tables"]["uplink1"]["gateway"] = ["85.14.228.253", "2001:db8:85::254"]
+    changes = modules.policyroute.apply(**pillar)
+    assert changes == {
+        "routes": {
+            "changed": [
+                {
+                    "old": "default via 85.14.228.254 dev eth1 table uplink1",
+                    "new": "default via 85.14.228.253 dev eth1 table uplink1",
+                }
+            ]
+        }
+    }
+    assert "via 85.14.228.253" in policyroute_lab.route_get("198.51.100.1", src="85.14.228.248")
+    assert modules.policyroute.apply(**pillar) == {}
+
+
+def test_unwritable_names_file_rolls_back(modules, pillar, policyroute_lab, tmp_path):
+    """The names can only be written after netlink succeeded; failing that, netlink is undone."""
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "webfarm-test", str(readonly)])
+    try:
+        before = policyroute_lab.snapshot()
+        with pytest.raises(CommandExecutionError, match="cannot write the iproute2 names.*rolled"):
+            modules.policyroute.apply(**{**pillar, "iproute2_dir": str(readonly)})
+        assert policyroute_lab.snapshot() == before
+    finally:
+        run(["umount", str(readonly)])
