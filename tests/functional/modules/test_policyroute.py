@@ -222,7 +222,7 @@ def test_foreign_route_in_the_way_is_an_error(modules, policyroute_lab):
     assert "lookup uplink1" not in ip(policyroute_lab.web, "rule").stdout
 
 
-def test_missing_namespace_and_pillar_are_clear_errors(modules, pillar):
+def test_missing_namespace_is_a_clear_error(modules, pillar):
     with pytest.raises(SaltInvocationError, match="does not exist"):
         modules.policyroute.diff(**{**pillar, "netns": "wf-no-such-namespace"})
 
