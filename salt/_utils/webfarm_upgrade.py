@@ -207,7 +207,7 @@ def plan(farm_map, kind, sites=None, farms=None, batch=1):
     """
     if not farm_map:
         raise PlanError(["no web servers found (grain webfarm:role=web)"])
-    chosen = _selected(farm_map, sites, farms)
+    chosen = _selected(farm_map, _as_list(sites, "sites"), _as_list(farms, "farms"))
     if kind == "os-online":
         return [
             [

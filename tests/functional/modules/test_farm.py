@@ -225,3 +225,88 @@ def test_make_conf_keeps_lines_and_adds_binhost(modules, tmp_path):
     ]
     with pytest.raises(SaltInvocationError, match="hw_profile"):
         modules.farm.make_conf(path=str(path), binhost_url="http://b/p", hw_profile="../x")
+
+
+# ----------------------------------------------------------------------------- the SLS
+
+
+def _sls(modules, mods, pillar, test=False):
+    ret = modules.state.sls(mods, pillar=pillar, test=test).raw
+    assert isinstance(ret, dict), ret
+    return ret
+
+
+def test_gentoo_binhost_sls_renders_make_conf(modules, loaders, tmp_path, testmode):
+    """Gentoo cannot run here: the SLS is applied to a make.conf in a temp dir."""
+    loaders.opts["grains"]["webfarm"] = {"hw_profile": "xeon-e5"}
+    path = tmp_path / "make.conf"
+    path.write_text('COMMON_FLAGS="-O2"\nFEATURES="sandbox"\n')
+    pillar = {"upgrade": {"make_conf": str(path), "binhost_url": "http://binhost.lan/packages"}}
+    ret = _sls(modules, "gentoo.binhost", pillar, test=testmode)
+    (state,) = ret.values()
+    if testmode:
+        assert state["result"] is None and "diff" in state["changes"]
+        assert path.read_text() == 'COMMON_FLAGS="-O2"\nFEATURES="sandbox"\n'
+        return
+    assert state["result"] is True and state["changes"]
+    assert path.read_text() == (
+        'COMMON_FLAGS="-O2"\nFEATURES="sandbox getbinpkg"\n'
+        'PORTAGE_BINHOST="http://binhost.lan/packages/xeon-e5"\n'
+    )
+    (again,) = _sls(modules, "gentoo.binhost", pillar).values()
+    assert again["result"] is True and again["changes"] == {}
+
+
+def test_gentoo_binhost_sls_without_url_fails_cleanly(modules, loaders, tmp_path):
+    loaders.opts["grains"]["webfarm"] = {"hw_profile": "xeon-e5"}
+    path = tmp_path / "make.conf"
+    ret = _sls(modules, "gentoo.binhost", {"upgrade": {"make_conf": str(path)}})
+    (state,) = ret.values()
+    assert state["result"] is False and "upgrade:binhost_url" in state["comment"]
+    assert not path.exists()
+
+
+def _php_pillar(tmp_path, version):
+    return {
+        "upgrade": {
+            "root": str(tmp_path / "app"),
+            "php": {
+                "version": version,
+                "versions": {"8.1": {"memory_limit": "128M"}, "8.2": {}},
+                "base": str(tmp_path / "php"),
+                "vhost": str(tmp_path / "apache" / "webfarm-php.conf"),
+                "pool_port_base": 9000,
+            },
+        }
+    }
+
+
+def test_php_versions_side_by_side_and_switch(modules, tmp_path):
+    ret = _sls(modules, "php.versions", _php_pillar(tmp_path, "8.1"))
+    assert all(s["result"] is True for s in ret.values()), ret
+    php = tmp_path / "php"
+    assert "listen = 127.0.0.1:9081" in (php / "8.1" / "pool.conf").read_text()
+    assert "listen = 127.0.0.1:9082" in (php / "8.2" / "pool.conf").read_text()
+    assert "memory_limit = 128M" in (php / "8.1" / "php.ini").read_text()
+    assert os.readlink(php / "active") == "8.1"
+    vhost = tmp_path / "apache" / "webfarm-php.conf"
+    assert 'SetHandler "proxy:fcgi://127.0.0.1:9081"' in vhost.read_text()
+
+    pool_81 = (php / "8.1" / "pool.conf").read_text()
+    ret = _sls(modules, "php.versions", _php_pillar(tmp_path, "8.2"))
+    changed = sorted(s["__id__"] for s in ret.values() if s["changes"])
+    assert changed == ["php-active-version", "php-vhost-handler"]
+    assert os.readlink(php / "active") == "8.2"
+    assert 'SetHandler "proxy:fcgi://127.0.0.1:9082"' in vhost.read_text()
+    assert "Define WEBFARM_PHP_VERSION 8.2" in vhost.read_text()
+    assert (php / "8.1" / "pool.conf").read_text() == pool_81
+
+    again = _sls(modules, "php.versions", _php_pillar(tmp_path, "8.2"))
+    assert [s["__id__"] for s in again.values() if s["changes"]] == []
+
+
+def test_php_versions_unknown_version_changes_nothing(modules, tmp_path):
+    ret = _sls(modules, "php.versions", _php_pillar(tmp_path, "7.4"))
+    (state,) = ret.values()
+    assert state["result"] is False and "7.4 is not one of" in state["comment"]
+    assert not (tmp_path / "php").exists()

@@ -1,0 +1,23 @@
+# Example pillar for rolling upgrades (salt/_modules/farm.py, salt/_runners/upgrade.py,
+# salt/states/php/versions.sls, salt/states/gentoo/binhost.sls).
+upgrade:
+  # farm module, on every web member
+  root: /srv/www/app                              # releases/<version>/ + the `current` symlink
+  source: rsync://binhost.lan/releases/{version}/ # farm.release copies from here
+  health_url: http://127.0.0.1/                   # 200 + header X-App-Version: <version>
+  health_timeout: 30
+  service: php8.2-fpm                             # restarted after a release switch
+  # the os kinds (salt/_runners/upgrade.py): packages upgraded through Salt's pkg
+  pkgs: [openssl, apache2, libc6]
+  # gentoo/binhost: PORTAGE_BINHOST = <binhost_url>/<grain webfarm:hw_profile>
+  binhost_url: http://binhost.lan/packages
+  make_conf: /etc/portage/make.conf
+  # php/versions: interpreters side by side, the vhost/pool switched to `php:version`
+  php:
+    version: "8.2"
+    versions:
+      "8.1": {binary: /usr/bin/php8.1}
+      "8.2": {binary: /usr/bin/php8.2}
+    base: /etc/webfarm/php                        # <base>/<version>/php.ini + pool.conf
+    vhost: /etc/apache2/conf-available/webfarm-php.conf
+    pool_port_base: 9000                          # FPM of version X.Y listens on base + X*10 + Y
