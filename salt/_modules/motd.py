@@ -74,6 +74,43 @@ def scroll(text=None, width=None):
     return webfarm_motd.scroll(str(text), width)
 
 
+def _read(path):
+    if path and os.path.isfile(path):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    return None
+
+
+def _head(base):
+    head = _read(base) or ""
+    return head if not head or head.endswith("\n") else head + "\n"
+
+
+def current(target="/etc/motd", base="/etc/motd_base", pinned="/etc/motd_pinned", width=None):
+    """
+    Tell whether ``target`` is the contents of ``base`` followed by one scroll of ``width``
+    showing the pinned message (when ``pinned`` exists) or any fortune.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' motd.current
+    """
+    settings = __pillar__.get("motd", {}) or {}
+    width = _width(
+        width if width is not None else settings.get("width", webfarm_motd.DEFAULT_WIDTH)
+    )
+    content, head = _read(target), _head(base)
+    if content is None or not content.startswith(head):
+        return False
+    rest = content[len(head) :]
+    text = (_read(pinned) or "").strip()
+    if text:
+        return rest == webfarm_motd.scroll(text, width)
+    return webfarm_motd.is_scroll(rest, width)
+
+
 def update(target="/etc/motd", base="/etc/motd_base", pinned="/etc/motd_pinned", width=None):
     """
     Regenerate ``target`` as the contents of ``base`` followed by a scroll, mode 0644.
@@ -89,17 +126,8 @@ def update(target="/etc/motd", base="/etc/motd_base", pinned="/etc/motd_pinned",
         salt '*' motd.update
         salt-call --local motd.update target=/etc/motd base=/etc/motd_base
     """
-    text = None
-    if pinned and os.path.isfile(pinned):
-        with open(pinned, encoding="utf-8") as handle:
-            text = handle.read().strip() or None
-    head = ""
-    if base and os.path.isfile(base):
-        with open(base, encoding="utf-8", errors="replace") as handle:
-            head = handle.read()
-        if head and not head.endswith("\n"):
-            head += "\n"
-    content = head + scroll(text=text, width=width)
+    text = (_read(pinned) or "").strip() or None
+    content = _head(base) + scroll(text=text, width=width)
     directory = os.path.dirname(os.path.abspath(target))
     fd, tmp = tempfile.mkstemp(prefix=".motd.", dir=directory)
     try:

@@ -75,3 +75,19 @@ def frame(lines, width):
 def scroll(text, width=DEFAULT_WIDTH):
     """Wrap ``text`` and draw it inside the scroll."""
     return frame(wrap(text, width), width)
+
+
+def is_scroll(text, width):
+    """True when ``text`` is exactly one scroll of text column ``width`` (any wording)."""
+    lines = text.splitlines()
+    if len(lines) < 7 or not text.endswith("\n"):
+        return False
+    empty = frame([], width).splitlines()
+    rows = lines[3:-3]
+    return (
+        lines[:3] == empty[:3]
+        and lines[-3:] == empty[-3:]
+        and rows[0].startswith(" \\_ |")
+        and all(row.startswith("    |  ") for row in rows[1:])
+        and all(len(row) == width + 11 and row.endswith("  |.") for row in rows)
+    )

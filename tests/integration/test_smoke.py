@@ -105,6 +105,8 @@ def test_orchestrate_targets_minions_by_grain(synced, salt_run_cli, pillar_overr
         root = tmp_path / minion
         (root / "cron.d").mkdir(parents=True)
         pillar_overrides.set(minion, {"motd": _paths(root)})
+    # A host that already has a motd keeps it as the base and gets a fortune scroll under it.
+    (tmp_path / web[0] / "motd").write_text("Existing motd\n")
     try:
         ret = salt_run_cli.run("state.orchestrate", "orch.motd", 'pillar={"orch": {"role": "web"}}')
     finally:
@@ -113,6 +115,8 @@ def test_orchestrate_targets_minions_by_grain(synced, salt_run_cli, pillar_overr
     assert ret.returncode == 0, ret
     for minion in web:
         assert (tmp_path / minion / "motd").is_file(), minion
+    motd = (tmp_path / web[0] / "motd").read_text()
+    assert motd.startswith("Existing motd\n  ___") and motd.rstrip().endswith("/."), motd
     assert not (tmp_path / "db-replica" / "motd").exists(), "a db-replica was targeted as web"
 
 

@@ -73,3 +73,12 @@ def test_long_words_are_hard_split():
 def test_width_too_small_is_rejected():
     with pytest.raises(ValueError, match="at least"):
         motd.wrap("text", width=3)
+
+
+def test_is_scroll_recognizes_only_a_whole_scroll_of_that_width():
+    out = motd.scroll("some fortune\nwith two lines", width=30)
+    assert motd.is_scroll(out, 30)
+    assert not motd.is_scroll(out, 31)
+    assert not motd.is_scroll(out[:-1], 30)
+    assert not motd.is_scroll(out + "trailing text\n", 30)
+    assert not motd.is_scroll("plain motd\n", 30)

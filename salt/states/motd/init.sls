@@ -42,33 +42,24 @@ motd-pinned:
     - name: {{ pinned }}
 {%- endif %}
 
+{#- Re-render only when /etc/motd is not base + one scroll (of the pinned text, when pinned). #}
+{%- set args = {'target': target, 'base': base, 'pinned': pinned} %}
+{%- if motd.get('width') %}{%- do args.update({'width': motd['width']}) %}{%- endif %}
 motd-render:
   module.run:
     - motd.update:
-      - target: {{ target }}
-      - base: {{ base }}
-      - pinned: {{ pinned }}
-{%- if motd.get('width') %}
-      - width: {{ motd['width'] }}
-{%- endif %}
+{%- for key, value in args.items() %}
+      - {{ key }}: {{ value }}
+{%- endfor %}
     - require:
       - pkg: motd-fortune
       - file: motd-base
-    - onchanges:
-      - file: motd-base
       - file: motd-pinned
-
-motd-render-missing:
-  module.run:
-    - motd.update:
-      - target: {{ target }}
-      - base: {{ base }}
-      - pinned: {{ pinned }}
-    - require:
-      - module: motd-render
     - unless:
-      - fun: file.file_exists
-        path: {{ target }}
+      - fun: motd.current
+{%- for key, value in args.items() %}
+        {{ key }}: {{ value }}
+{%- endfor %}
 
 motd-cron:
   file.managed:
@@ -78,4 +69,4 @@ motd-cron:
         # Managed by Salt (webfarm motd): regenerate the MOTD scroll hourly.
         SHELL=/bin/sh
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-        {{ minute }} * * * * root {{ salt_call }} --local --out=quiet motd.update target={{ target }} base={{ base }} pinned={{ pinned }}
+        {{ minute }} * * * * root {{ salt_call }} --local --out=quiet motd.update {% for key, value in args.items() %}{{ key }}={{ value }} {% endfor %}

@@ -42,3 +42,21 @@ def test_update_writes_base_plus_scroll_0644(modules, tmp_path):
     assert "Freeze until Monday" in text
     assert ret["pinned"] is True
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
+
+
+def test_current_tells_whether_motd_needs_rendering(modules, tmp_path):
+    base, pinned, target = tmp_path / "base", tmp_path / "pinned", tmp_path / "motd"
+    base.write_text("Welcome\n")
+    paths = {"target": str(target), "base": str(base), "pinned": str(pinned)}
+    assert modules.motd.current(**paths) is False  # no motd yet
+    modules.motd.update(**paths)
+    assert modules.motd.current(**paths) is True  # base + a fortune scroll
+    pinned.write_text("Pinned\n")
+    assert modules.motd.current(**paths) is False  # the pinned text is not shown yet
+    modules.motd.update(**paths)
+    assert modules.motd.current(**paths) is True
+    base.write_text("New welcome\n")
+    assert modules.motd.current(**paths) is False
+    modules.motd.update(**paths)
+    assert modules.motd.current(**paths) is True
+    assert modules.motd.current(**paths, width=40) is False

@@ -1,0 +1,59 @@
+"""Hosts as network namespaces on one bridge, with addresses only inside them.
+
+A ``wf-switch`` namespace holds the bridge; every host namespace gets a veth pair whose far
+end is enslaved to the bridge. Nothing is added to the root namespace but the veth ends'
+transit (they move into the namespaces at once).
+"""
+
+import subprocess
+
+PREFIX = "wf-"
+SWITCH = PREFIX + "switch"
+BRIDGE = "br0"
+
+
+def ip(*args, netns=None, check=True):
+    cmd = ["ip"] + (["-n", netns] if netns else []) + [str(a) for a in args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check)
+
+
+def namespaces():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def create_switch():
+    ip("netns", "add", SWITCH)
+    ip("link", "add", BRIDGE, "type", "bridge", netns=SWITCH)
+    ip("link", "set", BRIDGE, "up", netns=SWITCH)
+    ip("link", "set", "lo", "up", netns=SWITCH)
+
+
+def add_host(index, name, address, prefixlen=16):
+    """Create namespace ``wf-<name>`` with ``eth0`` = ``address/prefixlen`` on the bridge."""
+    ns = PREFIX + name
+    host_end, switch_end = f"wfh{index}", f"wfs{index}"
+    ip("netns", "add", ns)
+    ip("link", "add", host_end, "type", "veth", "peer", "name", switch_end)
+    ip("link", "set", host_end, "netns", ns, "name", "eth0")
+    ip("link", "set", switch_end, "netns", SWITCH)
+    ip("link", "set", switch_end, "master", BRIDGE, "up", netns=SWITCH)
+    ip("addr", "add", f"{address}/{prefixlen}", "dev", "eth0", netns=ns)
+    ip("link", "set", "eth0", "up", netns=ns)
+    ip("link", "set", "lo", "up", netns=ns)
+    return ns
+
+
+def exec_argv(ns, argv):
+    """The argument list that runs ``argv`` inside namespace ``ns``."""
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def destroy():
+    """Delete every ``wf-`` namespace (their veth pairs go with them)."""
+    gone = []
+    for ns in namespaces():
+        if ns.startswith(PREFIX):
+            ip("netns", "del", ns, check=False)
+            gone.append(ns)
+    return gone

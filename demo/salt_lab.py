@@ -1,0 +1,172 @@
+"""A salt-master and one salt-minion per host, each a real daemon inside its namespace."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from demo import netlab
+from demo.topology import MASTER_ADDRESS, REPO
+
+VENV_BIN = Path(sys.executable).parent
+STATE_DIR = Path(os.environ.get("WEBFARM_DEMO_DIR", "/var/tmp/wfdemo"))
+MASTER_NS = netlab.PREFIX + "master"
+
+
+def master_conf_dir():
+    return STATE_DIR / "master" / "conf"
+
+
+def minion_conf_dir(minion_id):
+    return STATE_DIR / "minions" / minion_id / "conf"
+
+
+def host_root(minion_id):
+    """Where a host's own files live: namespaces isolate the network, not the filesystem."""
+    return STATE_DIR / "hosts" / minion_id
+
+
+def _write_yaml(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def write_demo_pillar(hosts):
+    """The repo's pillar top plus ``demo.sls``, which roots each host's files under its own dir."""
+    pillar_dir = STATE_DIR / "pillar"
+    top = yaml.safe_load((REPO / "pillar" / "top.sls").read_text())
+    top["base"].setdefault("*", []).append("demo")
+    _write_yaml(pillar_dir / "top.sls", top)
+    (pillar_dir / "demo.sls").write_text(
+        "{%- set root = '" + str(STATE_DIR / "hosts") + "/' ~ grains['id'] %}\n"
+        "motd:\n"
+        "  target: {{ root }}/etc/motd\n"
+        "  base: {{ root }}/etc/motd_base\n"
+        "  pinned: {{ root }}/etc/motd_pinned\n"
+        "  cron_file: {{ root }}/etc/cron.d/webfarm-motd\n"
+        "less:\n"
+        "  profile_file: {{ root }}/etc/profile.d/webfarm-less.sh\n"
+    )
+    for host in hosts:
+        for sub in ("etc/cron.d", "etc/profile.d"):
+            (host_root(host.id) / sub).mkdir(parents=True, exist_ok=True)
+        motd = host_root(host.id) / "etc" / "motd"
+        if not motd.exists():
+            motd.write_text(f"{host.id} ({host.address}) — a webfarm demo host\n")
+    return pillar_dir
+
+
+def write_master_config(pillar_dir):
+    conf = yaml.safe_load(
+        (REPO / "docs" / "master.d-example.conf").read_text().replace("/srv/webfarm", str(REPO))
+    )
+    conf["pillar_roots"]["base"].insert(0, str(pillar_dir))
+    conf.update(
+        {
+            "id": "wf-master",
+            "root_dir": str(STATE_DIR / "master"),
+            "interface": MASTER_ADDRESS,
+            "auto_accept": True,
+            "user": "root",
+            "log_level_logfile": "info",
+            "timeout": 30,
+            "worker_threads": 4,
+        }
+    )
+    _write_yaml(master_conf_dir() / "master", conf)
+
+
+def write_minion_config(host):
+    _write_yaml(
+        minion_conf_dir(host.id) / "minion",
+        {
+            "id": host.id,
+            "master": MASTER_ADDRESS,
+            "root_dir": str(STATE_DIR / "minions" / host.id),
+            "grains": host.grains,
+            "log_level_logfile": "info",
+            "acceptance_wait_time": 2,
+            "random_reauth_delay": 0,
+        },
+    )
+
+
+def start_master():
+    argv = [str(VENV_BIN / "salt-master"), "-c", str(master_conf_dir()), "-d"]
+    subprocess.run(netlab.exec_argv(MASTER_NS, argv), check=True, capture_output=True)
+
+
+def start_minion(host):
+    argv = [str(VENV_BIN / "salt-minion"), "-c", str(minion_conf_dir(host.id)), "-d"]
+    subprocess.run(netlab.exec_argv(netlab.PREFIX + host.id, argv), check=True, capture_output=True)
+
+
+def salt(*args, timeout=300):
+    """Run the ``salt`` CLI against the lab master; returns the parsed ``--out=json --static``."""
+    argv = [
+        str(VENV_BIN / "salt"), "-c", str(master_conf_dir()), "--out=json", "--static",
+        f"--timeout={timeout}", *args,
+    ]  # fmt: skip
+    # The CLI reaches the master over TCP on its interface, so it runs in the master's netns.
+    proc = subprocess.run(
+        netlab.exec_argv(MASTER_NS, argv), capture_output=True, text=True, timeout=timeout + 60
+    )
+    try:
+        return json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError as exc:
+        raise RuntimeError(f"salt {' '.join(args)}: {proc.stderr.strip() or proc.stdout}") from exc
+
+
+def wait_for_minions(ids, timeout=240):
+    deadline = time.monotonic() + timeout
+    answered = {}
+    while time.monotonic() < deadline:
+        answered = salt("-L", ",".join(ids), "test.ping", timeout=10)
+        if all(answered.get(minion_id) is True for minion_id in ids):
+            return
+        time.sleep(2)
+    missing = sorted(set(ids) - {k for k, v in answered.items() if v is True})
+    raise RuntimeError(f"minions did not answer within {timeout}s: {', '.join(missing)}")
+
+
+def _pids():
+    pids = []
+    for pidfile in STATE_DIR.glob("**/*.pid"):
+        try:
+            pids.append(int(pidfile.read_text().strip()))
+        except (OSError, ValueError):
+            continue
+    # Daemons' children (salt's process manager forks) die with their parents; as a backstop,
+    # any process whose command line names the lab's state dir goes too.
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(STATE_DIR) in cmdline and int(proc.name) != os.getpid():
+            pids.append(int(proc.name))
+    return sorted(set(pids))
+
+
+def stop_all(timeout=20):
+    pids = _pids()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.2)
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        if not pids:
+            break
+    return pids

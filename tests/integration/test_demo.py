@@ -1,0 +1,37 @@
+"""`make demo` end to end: the widest test. Runs ``python -m demo up`` then ``down``."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from demo import netlab
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, tmp_path):
+    env = {**os.environ, "WEBFARM_DEMO_DIR": str(tmp_path / "demo")}
+    up = subprocess.run(
+        [sys.executable, "-m", "demo", "up"],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=800,
+    )  # fmt: skip
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        out = up.stdout
+        assert "15 minions + master" in out
+        for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore"):
+            row = next(line for line in out.splitlines() if line.strip().startswith(minion + " "))
+            assert row.split()[3] == "0", row  # failed states
+        assert " \\_ |  " in out and "    \\_/___" in out  # the scroll was printed
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "demo", "down"],
+            cwd=repo_root, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [ns for ns in netlab.namespaces() if ns.startswith(netlab.PREFIX)]
+    assert not (tmp_path / "demo").exists()
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True)
+    assert leftover.returncode == 1, leftover.stdout
