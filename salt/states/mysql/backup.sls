@@ -1,0 +1,42 @@
+{#-
+  mysql/backup: schedule mysqlsnap backups on db-replica minions (and remove the job elsewhere).
+
+  Salt schedule, not cron: the job runs inside the minion, so the settings and the database
+  password come from pillar and never sit in a crontab or on a command line; its return and the
+  webfarm/mysqlsnap/backup/{done,failed} events reach the master and its reactors; maxrunning
+  keeps one run at a time and splay spreads the replicas. The job applies mysql.backup_now
+  (mysqlsnap.backed_up with max_age), so an hourly check takes a backup only when the newest is
+  too old and catches up by itself after the minion was down.
+-#}
+{%- set role = salt['grains.get']('webfarm:role', '') %}
+{%- set snap = salt['pillar.get']('mysqlsnap', {}) %}
+{%- set sched = snap.get('schedule', {}) %}
+{%- set dest = snap.get('destination', '') %}
+{%- if role == 'db-replica' %}
+{%- if dest.startswith('/') %}
+
+mysqlsnap-destination:
+  file.directory:
+    - name: {{ dest }}
+    - user: root
+    - mode: '0750'
+    - makedirs: True
+    - require_in:
+      - schedule: mysqlsnap-backup
+{%- endif %}
+
+mysqlsnap-backup:
+  schedule.present:
+    - function: state.sls
+    - job_args:
+      - mysql.backup_now
+    - hours: {{ sched.get('hours', 1) }}
+    - splay: {{ sched.get('splay', 600) }}
+    - maxrunning: 1
+    - offline: {{ sched.get('offline', False) }}
+{%- else %}
+
+mysqlsnap-backup:
+  schedule.absent:
+    - offline: {{ sched.get('offline', False) }}
+{%- endif %}
