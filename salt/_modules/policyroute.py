@@ -47,6 +47,7 @@ try:
         NLM_F_REPLACE,
         NLM_F_REQUEST,
     )
+    from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
@@ -113,8 +114,13 @@ class _Netlink:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, _tb):
         self.close()
+        if exc_type is not None and issubclass(exc_type, OSError | NetlinkError):
+            raise CommandExecutionError(
+                f"netlink failed{_where(self.netns)}: {exc}; check the namespace and the "
+                "interfaces, then try again"
+            ) from exc
 
     def links(self):
         """``{name: index}`` and ``{name: [ip_interface, ...]}``."""
