@@ -330,11 +330,17 @@ class LogFormat:
         )
 
 
-def parse_lines(fmt, lines, source=None):
-    """Split decoded lines into (documents, dead letters); ``source`` tags both when given."""
+def parse_lines(fmt, lines, source=None, source_from_line=False):
+    """Split decoded lines into (documents, dead letters); ``source`` tags both when given.
+
+    With ``source_from_line`` each line starts with the sending host and a space (the syslog-ng
+    log host writes ``${HOST} ${MSG}``), which becomes the ``source``.
+    """
     docs, dead = [], []
     parse = fmt.parse
     for line in lines:
+        if source_from_line:
+            source, _, line = line.partition(" ")
         try:
             doc = parse(line)
         except ParseError as exc:
@@ -501,17 +507,39 @@ class Spool:
 # --------------------------------------------------------------------------------------------
 
 
+def file_key(st):
+    """Identity of a rotated file for the import journal: device, inode, size, mtime."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def load_journal(path):
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def save_journal(path, keys, keep=1000):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(keys[-keep:], handle)
+    os.replace(tmp, path)
+
+
 class Reader(threading.Thread):
     """Read raw lines from ``sources`` and hand batches to ``dispatch`` (never blocks on the DB)."""
 
     CHUNK = 1 << 16
     STOP_GRACE = 1.0  # seconds to take what the writer already wrote after SIGTERM
 
-    def __init__(self, shipper, sources, follow=False):
+    def __init__(self, shipper, sources, follow=False, skip=()):
         super().__init__(name="reader", daemon=True)
         self.shipper = shipper
         self.sources = sources
         self.follow = follow
+        self.skip = set(skip)
+        self.completed = []
         self.stop_reading = threading.Event()
         self.finished = threading.Event()
         self.error = None
@@ -527,7 +555,13 @@ class Reader(threading.Thread):
                     self._follow(source)
                 else:
                     with open(source, "rb") as handle:
+                        key = file_key(os.fstat(handle.fileno()))
+                        if key in self.skip:
+                            log.info("%s already imported (%s): skipped", source, key)
+                            continue
                         self._read_fd(handle.fileno())
+                        if not self.stop_reading.is_set():
+                            self.completed.append(key)
         except Exception as exc:  # noqa: BLE001 - reported by the main thread
             self.error = exc
             log.error("reader stopped: %s", exc)
@@ -615,6 +649,8 @@ DEFAULTS = {
     "dead_letter_collection": "access_deadletter",
     "log_format": "combined",
     "source": None,
+    "source_from_line": False,
+    "imported_journal": None,
     "batch_size": 1000,
     "flush_interval": 1.0,
     "queue_batches": 16,
@@ -727,7 +763,9 @@ class Shipper:
         return [raw.decode("utf-8", "backslashreplace").rstrip("\r") for raw in raw_lines]
 
     def prepare(self, raw_lines):
-        docs, dead = parse_lines(self.fmt, self._decode(raw_lines), self.source)
+        docs, dead = parse_lines(
+            self.fmt, self._decode(raw_lines), self.source, self.s["source_from_line"]
+        )
         return {"raw": raw_lines, "docs": docs, "dead": dead}
 
     def _insert(self, coll, docs):
@@ -859,8 +897,12 @@ def load_settings(argv=None):
     parser.add_argument("--file", action="append", dest="files", help="read this file (repeat)")
     parser.add_argument("--follow", action="store_true", help="follow --file across rotation")
     for key, value in DEFAULTS.items():
-        kind = type(value) if value is not None else str
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None)
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, dest=key, action="store_const", const=True, default=None)
+        else:
+            kind = type(value) if value is not None else str
+            parser.add_argument(flag, dest=key, type=kind, default=None)
     parser.add_argument("--log-file", help="log here instead of stderr")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -901,7 +943,13 @@ def main(argv=None):
     except (FormatError, RuntimeError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 2
-    reader = Reader(shipper, settings["files"], follow=settings["follow"])
+    journal_path = settings["imported_journal"]
+    try:
+        journal = load_journal(journal_path)
+    except (OSError, ValueError) as exc:
+        log.error("cannot read the import journal %s: %s", journal_path, exc)
+        return 2
+    reader = Reader(shipper, settings["files"], follow=settings["follow"], skip=journal)
 
     def _stop(signum, _frame):
         log.info("signal %d: flushing", signum)
@@ -920,6 +968,9 @@ def main(argv=None):
         shipper.write_status()
         sender.join(1.0)
     shipper.close()
+    if journal_path and reader.completed and not shipper.stats["dropped"] and not reader.error:
+        # Sent or spooled (replayed by the next run): either way the file is safely imported.
+        save_journal(journal_path, journal + reader.completed)
     log.info("done: %s", json.dumps(shipper.stats, sort_keys=True))
     if reader.error is not None:
         return 1

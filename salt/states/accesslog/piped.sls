@@ -1,0 +1,38 @@
+{#- Apache pipes every access log line straight into the shipper (GlobalLog "||..."). -#}
+{%- from "accesslog/map.jinja" import acl, paths, shipper_cmd with context %}
+
+include:
+  - accesslog.shipper
+
+accesslog-apache-piped-conf:
+  file.managed:
+    - name: {{ paths['apache_conf_available'] }}/webfarm-accesslog.conf
+    - source: salt://accesslog/files/apache-piped.conf.jinja
+    - template: jinja
+    - context:
+        log_format: {{ acl['log_format'] | json }}
+        shipper_cmd: {{ shipper_cmd | json }}
+    - mode: '0644'
+    - makedirs: True
+    - require:
+      - file: accesslog-shipper
+      - file: accesslog-shipper-config
+
+accesslog-apache-piped-enabled:
+  file.symlink:
+    - name: {{ paths['apache_conf_enabled'] }}/webfarm-accesslog.conf
+    - target: {{ paths['apache_conf_available'] }}/webfarm-accesslog.conf
+    - makedirs: True
+    - require:
+      - file: accesslog-apache-piped-conf
+
+{%- if acl['reload_services'] %}
+accesslog-apache-reload:
+  cmd.run:
+    - name: apache2ctl -t && apache2ctl graceful
+    - onchanges:
+      - file: accesslog-apache-piped-conf
+      - file: accesslog-apache-piped-enabled
+      - file: accesslog-shipper
+      - file: accesslog-shipper-config
+{%- endif %}
