@@ -14,15 +14,22 @@ resolved with readlink on every request, so a switched symlink is seen by the ne
 Processes are started with subprocess argument lists and stopped by PID.
 """
 
+import http.client
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import webfarm_haproxy
+import webfarm_upgrade
+
+from tests.support.haproxy_lab import Instance, haproxy_pillar, wait_for
+from tests.support.salt_daemons import REPO, PillarOverrides, master_config, webfarm_grains
 
 APP_INDEX = r"""<?php
 $version = trim(file_get_contents(__DIR__ . '/VERSION'));
@@ -231,3 +238,351 @@ def upgrade_dist(tmp_path_factory):
     build_release(dist, "2.0.1")
     build_release(dist, "2.0.2", broken=True)
     return dist
+
+
+# ----------------------------------------------------------------------------- the full lab
+
+SITES = ("s1", "s2")
+FARMS = ("f1", "f2")
+MEMBERS = (1, 2)
+REACTORS = {
+    "webfarm/release/ready": "reactor/release_ready.sls",
+    "webfarm/upgrade/failed": "reactor/upgrade_failed.sls",
+}
+
+
+def minion_id(site, farm, member):
+    return f"u-web-{site}-{farm}-m{member}"
+
+
+class Traffic:
+    """Sticky browser-like sessions through the primary LB, every response recorded.
+
+    Each thread runs sessions of ``per_session`` requests (own cookie jar: SITEID, FARMID,
+    APPSID, APPV) and starts a new one after; ``sessions`` maps a session to its
+    ``[(status, version, farm cookie)]``; ``failures`` lists every non-200 or error.
+    """
+
+    def __init__(self, address, port, threads=6, per_session=15):
+        self.address, self.port = address, port
+        self.per_session = per_session
+        self.sessions = {}
+        self.failures = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+
+    def _request(self, cookies):
+        conn = http.client.HTTPConnection(self.address, self.port, timeout=15)
+        try:
+            headers = {"Connection": "close"}
+            if cookies:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+            conn.request("GET", "/", headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+            for header in resp.headers.get_all("Set-Cookie") or []:
+                name, _, value = header.split(";", 1)[0].partition("=")
+                cookies[name.strip()] = value.strip()
+            return resp.status, resp.headers.get("X-App-Version"), body
+        finally:
+            conn.close()
+
+    def _run(self, number):
+        session = 0
+        while not self._stop.is_set():
+            session += 1
+            key, cookies, log = f"{number}-{session}", {}, []
+            with self._lock:
+                self.sessions[key] = log
+            for _ in range(self.per_session):
+                if self._stop.is_set():
+                    break
+                try:
+                    status, version, body = self._request(cookies)
+                except (OSError, http.client.HTTPException) as exc:
+                    status, version, body = None, None, repr(exc).encode()
+                log.append((status, version, cookies.get("FARMID"), cookies.get("SITEID")))
+                if status != 200:
+                    with self._lock:
+                        self.failures.append((key, status, body[:200]))
+                time.sleep(0.02)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def requests(self):
+        return sum(len(log) for log in self.sessions.values())
+
+    def regressions(self):
+        """Sessions whose version went down at some point: ``[(session, [versions])]``."""
+        out = []
+        for key, log in self.sessions.items():
+            versions = [v for status, v, _, _ in log if status == 200]
+            keys = [webfarm_upgrade.version_key(v) for v in versions]
+            if keys != sorted(keys):
+                out.append((key, versions))
+        return out
+
+    def versions(self):
+        return {v for log in self.sessions.values() for status, v, _, _ in log if status == 200}
+
+
+class Monitor:
+    """Polls every site LB's ``show servers state``: which farm members are not ``ready``."""
+
+    def __init__(self, instances, interval=0.05):
+        self.instances = instances
+        self.interval = interval
+        self.max_farms_per_site = 0
+        self.max_members_per_farm = 0
+        self.ever_down = set()
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def snapshot(self):
+        down = {}
+        for site, instance in self.instances.items():
+            rows = webfarm_haproxy.parse_servers_state(instance.command("show servers state"))
+            for row in rows:
+                if not row["be_name"].startswith("farm_"):
+                    continue
+                if webfarm_haproxy.admin_state(row["srv_admin_state"]) != "ready":
+                    farm = row["be_name"][len("farm_") :]
+                    down.setdefault(site, {}).setdefault(farm, set()).add(row["srv_name"])
+        return down
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                down = self.snapshot()
+            except (OSError, ValueError) as exc:
+                self.errors.append(repr(exc))
+                time.sleep(self.interval)
+                continue
+            for site, farms in down.items():
+                self.max_farms_per_site = max(self.max_farms_per_site, len(farms))
+                for farm, servers in farms.items():
+                    self.max_members_per_farm = max(self.max_members_per_farm, len(servers))
+                    self.ever_down |= {(site, farm, s) for s in servers}
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+
+class UpgradeLab:
+    """memcached per farm, a PHP app per member, both HAProxy tiers, per-minion pillar."""
+
+    def __init__(self, base_dir, dist, pillar_overrides):
+        self.base = Path(base_dir)
+        self.dist = Path(dist)
+        self.pillar_overrides = pillar_overrides
+        self.caches, self.apps, self.instances = {}, {}, {}
+        self._procs = []
+
+    def start(self):
+        members = {}
+        for s_index, site in enumerate(SITES, 1):
+            for f_index, farm in enumerate(FARMS, 1):
+                cache_address = f"127.0.{s_index}.{f_index * 10}"
+                cache = (cache_address, free_port(cache_address))
+                self._procs.append(start_memcached(*cache))
+                self.caches[(site, farm)] = cache
+                for member in MEMBERS:
+                    ident = minion_id(site, farm, member)
+                    address = f"127.0.{s_index}.{f_index * 10 + member}"
+                    root = self.base / "apps" / ident
+                    install_release(root, self.dist, "1.0.0")
+                    app = PhpApp(root, address, free_port(address), member=ident, memcached=cache)
+                    self.apps[ident] = app.start()
+                    members[(site, farm, member)] = app
+        self.topology = self._topology(members)
+        clean = webfarm_haproxy.validate_topology(self.topology)
+        for site in SITES:
+            pillar = haproxy_pillar(str(self.base / "haproxy"), "site", site, self.site_bind[site])
+            pillar["site"]["name"] = site
+            settings = webfarm_haproxy.tier_settings(pillar, "site")
+            text = webfarm_haproxy.render(
+                clean, settings, site=site, binds=[self.site_bind_tuple[site]]
+            )
+            self.instances[site] = Instance("site", settings, site).start(text)
+        pillar = haproxy_pillar(
+            str(self.base / "haproxy"), "primary", "primary", f"127.0.0.1:{self.primary_port}"
+        )
+        settings = webfarm_haproxy.tier_settings(pillar, "primary")
+        text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
+        self.instances["primary"] = Instance("primary", settings).start(text)
+        for name, instance in self.instances.items():
+            wait_for(lambda i=instance: self._all_up(i), 20, f"{name} servers UP")
+        self._write_pillar()
+        return self
+
+    def _topology(self, members):
+        self.primary_port = free_port("127.0.0.1")
+        self.site_bind_tuple = {}
+        self.site_bind = {}
+        sites = {}
+        for s_index, site in enumerate(SITES, 1):
+            address = f"127.0.{s_index}.1"
+            port = free_port(address)
+            self.site_bind_tuple[site] = (address, port)
+            self.site_bind[site] = f"{address}:{port}"
+            sites[site] = {
+                "lbs": [{"id": f"u-lb-{site}", "address": address, "port": port}],
+                "farms": {
+                    farm: {
+                        "members": {
+                            member: {
+                                "id": minion_id(site, farm, member),
+                                "address": members[(site, farm, member)].address,
+                                "port": members[(site, farm, member)].port,
+                            }
+                            for member in MEMBERS
+                        }
+                    }
+                    for farm in FARMS
+                },
+            }
+        return {
+            "from_mine": False,
+            "primary_lb": [
+                {"id": "u-lb-primary", "address": "127.0.0.1", "port": self.primary_port}
+            ],
+            "sites": sites,
+        }
+
+    def _all_up(self, instance):
+        rows = webfarm_haproxy.parse_show_stat(instance.command("show stat"))
+        return all(r["status"] == "UP" for r in rows if r["svname"] != "FRONTEND")
+
+    def _write_pillar(self):
+        for (site, farm), (address, port) in self.caches.items():
+            for member in MEMBERS:
+                ident = minion_id(site, farm, member)
+                app = self.apps[ident]
+                self.pillar_overrides.set(
+                    ident,
+                    {
+                        "upgrade": {
+                            "root": str(app.root),
+                            "source": str(self.dist / "{version}"),
+                            "health_url": app.url,
+                            "health_timeout": "6",
+                            "memcached": {"address": address, "port": str(port)},
+                        }
+                    },
+                )
+        for site in SITES:
+            self.pillar_overrides.set(
+                f"u-lb-{site}", {"haproxy": {"site": {"socket": self.instances[site].socket}}}
+            )
+
+    def minion_grains(self):
+        grains = {
+            minion_id(site, farm, member): webfarm_grains("web", site, farm, member)
+            for site in SITES
+            for farm in FARMS
+            for member in MEMBERS
+        }
+        grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in SITES})
+        return grains
+
+    def site_instances(self):
+        return {site: self.instances[site] for site in SITES}
+
+    def traffic(self, **kwargs):
+        return Traffic("127.0.0.1", self.primary_port, **kwargs)
+
+    def monitor(self):
+        return Monitor(self.site_instances())
+
+    def stop(self):
+        for instance in self.instances.values():
+            instance.stop()
+        for app in self.apps.values():
+            app.stop()
+        for proc in self._procs:
+            stop(proc)
+
+
+def upgrade_master_config(base_dir):
+    """The example master.d (repo paths) plus this capability's reactors, a file_tree
+    ext_pillar for per-minion settings and the notify file of the failed-upgrade reactor."""
+    overrides = master_config()
+    overrides["ext_pillar"] = [{"file_tree": {"root_dir": str(Path(base_dir) / "pillar")}}]
+    overrides["ext_pillar_first"] = False
+    reactors = overrides.setdefault("reactor", [])
+    wired = {tag for entry in reactors for tag in entry}
+    for tag, sls in REACTORS.items():
+        if tag not in wired:
+            reactors.append({tag: [str(REPO / sls)]})
+    overrides["webfarm_upgrade_notify"] = str(Path(base_dir) / "notify.log")
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def upgrade_lab(salt_factories, tmp_path_factory):
+    """Real master (+ the upgrade reactors), 8 web minions + 2 site-LB minions, memcached per
+    farm, a PHP app per member at release 1.0.0, both HAProxy tiers; synced and ready."""
+    base = tmp_path_factory.mktemp("upgrade-lab")
+    dist = base / "dist"
+    for version in ("1.0.0", "2.0.1", "3.0.0"):
+        build_release(dist, version)
+    build_release(dist, "2.0.2", broken=True)
+    overrides = upgrade_master_config(base)
+    pillar = PillarOverrides(base / "pillar")
+    lab = UpgradeLab(base, dist, pillar)
+    started = []
+    try:
+        lab.start()
+        master = salt_factories.salt_master_daemon("wf-upgrade-master", overrides=overrides)
+        master.start()
+        started.append(master)
+        minions = [
+            master.salt_minion_daemon(ident, overrides={"grains": grains})
+            for ident, grains in lab.minion_grains().items()
+        ]
+        # Started a few at a time: each minion start waits seconds for its key exchange.
+        for first in range(0, len(minions), 4):
+            group = minions[first : first + 4]
+            starters = [threading.Thread(target=m.start) for m in group]
+            for thread in starters:
+                thread.start()
+            for thread in starters:
+                thread.join(180)
+            started.extend(group)
+        not_running = [m.id for m in minions if not m.is_running()]
+        assert not not_running, f"minions did not start: {not_running}"
+        lab.master = master
+        lab.notify_log = Path(overrides["webfarm_upgrade_notify"])
+        lab.salt_cli = master.salt_cli(timeout=120)
+        lab.salt_run_cli = master.salt_run_cli(timeout=300)
+        ret = lab.salt_cli.run("saltutil.sync_all", minion_tgt="u-*")
+        assert ret.returncode == 0, ret
+        ret = lab.salt_run_cli.run("saltutil.sync_all")
+        assert ret.returncode == 0, ret
+        yield lab
+    finally:
+        # Minions stop in parallel (each takes seconds), the master after them.
+        stoppers = [threading.Thread(target=d.terminate) for d in started[1:]]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(60)
+        if started:
+            started[0].terminate()
+        lab.stop()

@@ -1,0 +1,20 @@
+{#- salt-run state.orchestrate upgrade pillar='{"upgrade": {"kind": "app", "version": "2.0.1"}}'
+    Renders on the master: the waves are planned and driven by the upgrade runner
+    (salt/_runners/upgrade.py; `salt-run saltutil.sync_all` puts it on the master), which reads
+    the minions' live grains, drains/readies through haproxy_tier on the site LBs and upgrades
+    through the farm module on the members. Options (pillar upgrade): kind (app | os | os-online),
+    version (app), sites, farms, batch (default 1), max_failures (default 0), source, pkgs,
+    drain_timeout, health_timeout. -#}
+{%- set up = salt['pillar.get']('upgrade', {}) %}
+{%- set options = ['version', 'sites', 'farms', 'batch', 'max_failures', 'source', 'pkgs',
+                   'drain_timeout', 'health_timeout', 'job_timeout'] %}
+
+webfarm-upgrade-{{ up.get('kind', 'unset') }}:
+  salt.runner:
+    - name: upgrade.rollout
+    - kind: {{ up.get('kind') | json }}
+{%- for key in options %}
+{%- if up.get(key) is not none %}
+    - {{ key }}: {{ up[key] | json }}
+{%- endif %}
+{%- endfor %}
