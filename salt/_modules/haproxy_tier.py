@@ -170,13 +170,15 @@ def render(tier="site", site=None):
 
 def _check_file(settings, path):
     proc = subprocess.run(
-        [settings["binary"], "-c", "-q", "-f", path],
+        [settings["binary"], "-c", "-f", path],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    alerts = [line for line in lines if "[ALERT]" in line]
+    return proc.returncode == 0, "\n".join(alerts or lines)
 
 
 def validate(tier="site", site=None):

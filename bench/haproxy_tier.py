@@ -1,0 +1,309 @@
+"""Benchmark of the HAProxy tiers (run from the repo root: .venv/bin/python bench/haproxy_tier.py).
+
+Anchors (issue 6):
+1. render + `haproxy -c` of a 4-site x 32-farm x 16-member topology (2048 servers)
+   -- anchor: "500+ servers render and validate in seconds";
+2. time to drain a farm of 16 through the runtime API (haproxy_tier.drain);
+3. requests/s with wrk through both tiers vs straight to one backend (overhead ratio).
+
+Everything runs on loopback; every process started here is stopped by its PID.
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "salt" / "_utils"))
+
+import webfarm_haproxy as wh  # noqa: E402
+
+RUNS = 3
+WRK_SECONDS = 5
+
+
+def free_port(address):
+    with socket.socket() as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def big_topology(sites=4, farms=32, members=16):
+    return {
+        "primary_lb": [{"id": "lb-primary", "address": "10.200.0.10", "port": 80}],
+        "sites": {
+            f"s{s}": {
+                "lbs": [{"id": f"lb-s{s}", "address": f"10.{s}.0.10", "port": 80}],
+                "farms": {
+                    f"f{f}": {
+                        "members": {
+                            m: {
+                                "id": f"web-s{s}-f{f}-m{m}",
+                                "address": f"10.{s}.{f}.{m}",
+                                "port": 80,
+                            }
+                            for m in range(1, members + 1)
+                        }
+                    }
+                    for f in range(1, farms + 1)
+                },
+            }
+            for s in range(1, sites + 1)
+        },
+    }
+
+
+def settings(tier, directory, **extra):
+    pillar = {
+        "user": "",
+        "group": "",
+        "log": None,
+        tier: {
+            "config": f"{directory}/{tier}.cfg",
+            "pidfile": f"{directory}/{tier}.pid",
+            "socket": f"{directory}/{tier}.sock",
+            "state_file": f"{directory}/{tier}.state",
+        },
+        **extra,
+    }
+    return wh.tier_settings(pillar, tier)
+
+
+def haproxy_check(path):
+    proc = subprocess.run(
+        ["haproxy", "-c", "-f", path], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"haproxy -c failed on {path}: {proc.stderr}")
+
+
+def bench_render(directory):
+    raw = big_topology()
+    servers = sum(len(f["members"]) for s in raw["sites"].values() for f in s["farms"].values())
+    timings = {"validate": [], "render": [], "check": []}
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        clean = wh.validate_topology(raw)
+        timings["validate"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        texts = {
+            "primary": wh.render(clean, settings("primary", directory), binds=[("10.200.0.10", 80)])
+        }
+        for site in clean["sites"]:
+            texts[site] = wh.render(
+                clean, settings("site", directory), site=site, binds=[(f"10.{site[1:]}.0.10", 80)]
+            )
+        timings["render"].append(time.perf_counter() - start)
+        paths = []
+        for name, text in texts.items():
+            path = f"{directory}/big-{name}.cfg"
+            Path(path).write_text(text)
+            paths.append(path)
+        start = time.perf_counter()
+        for path in paths:
+            haproxy_check(path)
+        timings["check"].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    total = sum(med.values())
+    print(f"1. topology of {servers} servers (4 sites x 32 farms x 16 members), median of {RUNS}:")
+    print(
+        f"   validate {med['validate'] * 1000:.1f} ms, render 5 configs {med['render'] * 1000:.1f} ms,"
+    )
+    print(f"   haproxy -c of the 5 configs {med['check'] * 1000:.0f} ms")
+    print(f"   total {total:.2f} s          anchor: 500+ servers render and validate in seconds")
+
+
+class Proc:
+    def __init__(self, args):
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def backend_config(members, directory):
+    """One HAProxy answering as every member (fast, so the LBs are what is measured)."""
+    lines = [
+        "global",
+        "    maxconn 20000",
+        "defaults",
+        "    mode http",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "    timeout connect 5s",
+        "",
+    ]
+    for n, (site, farm, member, address, port) in enumerate(members):
+        lines += [
+            f"frontend m{n}",
+            f"    bind {address}:{port}",
+            f'    http-request return status 200 content-type text/plain string "{site} {farm} {member}"',
+            "",
+        ]
+    path = f"{directory}/backends.cfg"
+    Path(path).write_text("\n".join(lines))
+    return path
+
+
+def wait_socket(path, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"no HAProxy on {path}")
+
+
+def load_module(pillar):
+    spec = importlib.util.spec_from_file_location(
+        "haproxy_tier_bench", REPO / "salt" / "_modules" / "haproxy_tier.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.__pillar__ = pillar
+    module.__opts__ = {"id": "bench", "test": False}
+    module.__salt__ = {"event.send": lambda *a, **k: False}
+    return module
+
+
+def wrk(url):
+    proc = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{WRK_SECONDS}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", proc.stdout).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", proc.stdout)
+    p50 = re.search(r"50%\s+(\S+)", proc.stdout).group(1)
+    return rate, p50, errors.group(0) if errors else "no errors"
+
+
+def wait_all_up(module, tier, sock, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        groups = module.servers(tier=tier, socket=sock)
+        if all(i["status"] == "UP" for g in groups.values() for i in g.values()):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{tier} servers not all UP")
+
+
+def bench_runtime(directory):
+    site_port, primary_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+    members = []
+    farms = {}
+    for f in (1, 2):
+        farms[f"f{f}"] = {"members": {}}
+        for m in range(1, 17):
+            address, port = f"127.0.{100 + f}.{m}", 18000 + m
+            members.append(("s1", f"f{f}", m, address, port))
+            farms[f"f{f}"]["members"][m] = {
+                "id": f"web-f{f}-m{m}",
+                "address": address,
+                "port": port,
+            }
+    topology = {
+        "primary_lb": [{"id": "lb-primary", "address": "127.0.0.1", "port": primary_port}],
+        "sites": {
+            "s1": {
+                "lbs": [{"id": "lb-s1", "address": "127.0.0.1", "port": site_port}],
+                "farms": farms,
+            }
+        },
+    }
+    clean = wh.validate_topology(topology)
+    haproxy = {
+        "user": "",
+        "group": "",
+        "log": None,
+        "check": {"inter": "1s"},
+        "site": settings("site", directory),
+        "primary": settings("primary", directory),
+    }
+    procs = [Proc(["haproxy", "-f", backend_config(members, directory)])]
+    try:
+        for tier, binds in (
+            ("site", [("127.0.0.1", site_port)]),
+            ("primary", [("127.0.0.1", primary_port)]),
+        ):
+            tier_settings = wh.tier_settings(haproxy, tier)
+            Path(tier_settings["config"]).write_text(
+                wh.render(clean, tier_settings, site="s1" if tier == "site" else None, binds=binds)
+            )
+            procs.append(
+                Proc(
+                    ["haproxy", "-W", "-p", tier_settings["pidfile"], "-f", tier_settings["config"]]
+                )
+            )
+            wait_socket(tier_settings["socket"])
+        module = load_module({"haproxy": haproxy, "webfarm": {"topology": topology}})
+        site_sock = haproxy["site"]["socket"]
+        wait_all_up(module, "site", site_sock)
+        wait_all_up(module, "primary", haproxy["primary"]["socket"])
+
+        drains, readies = [], []
+        for _ in range(RUNS):
+            start = time.perf_counter()
+            ret = module.drain(farm="f1", timeout=30, socket=site_sock)
+            drains.append(time.perf_counter() - start)
+            assert not ret["timed_out"] and len(ret["servers"]) == 16
+            start = time.perf_counter()
+            module.ready(farm="f1", socket=site_sock)
+            readies.append(time.perf_counter() - start)
+        print(
+            f"2. drain a farm of 16 via the runtime API (idle farm), median of {RUNS}: "
+            f"{statistics.median(drains) * 1000:.0f} ms; ready: {statistics.median(readies) * 1000:.0f} ms"
+        )
+
+        direct = wrk(f"http://{members[0][3]}:{members[0][4]}/")
+        both = wrk(f"http://127.0.0.1:{primary_port}/")
+        site_only = wrk(f"http://127.0.0.1:{site_port}/")
+        print(
+            f"3. wrk -t2 -c32 -d{WRK_SECONDS}s on loopback (2 cores shared by wrk and every HAProxy):"
+        )
+        print(
+            f"   straight to one backend  {direct[0]:>9.0f} req/s  p50 {direct[1]:>8}  {direct[2]}"
+        )
+        print(
+            f"   through site LB only     {site_only[0]:>9.0f} req/s  p50 {site_only[1]:>8}  {site_only[2]}"
+        )
+        print(f"   through both tiers       {both[0]:>9.0f} req/s  p50 {both[1]:>8}  {both[2]}")
+        print(f"   overhead ratio (direct / both tiers) {direct[0] / both[0]:.2f}x")
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+
+
+def main():
+    if shutil.which("haproxy") is None or shutil.which("wrk") is None:
+        raise SystemExit("needs haproxy and wrk (apt-get install haproxy wrk)")
+    directory = tempfile.mkdtemp(prefix="bench-haproxy-")
+    try:
+        bench_render(directory)
+        bench_runtime(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.chdir(REPO)
+    main()

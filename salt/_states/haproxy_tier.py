@@ -1,0 +1,172 @@
+"""HAProxy tiers: the generated config in place and running; farms drained or ready.
+
+.. code-block:: yaml
+
+    haproxy-site:
+      haproxy_tier.configured:
+        - tier: site
+
+    drain-f1-for-upgrade:
+      haproxy_tier.drained:
+        - name: f1            # a farm on a site LB (tier: primary -> a site)
+        - timeout: 120
+
+    f1-back-in-service:
+      haproxy_tier.ready:
+        - name: f1
+"""
+
+from salt.exceptions import SaltException
+
+__virtualname__ = "haproxy_tier"
+
+
+def __virtual__():
+    if "haproxy_tier.servers" in __salt__:
+        return __virtualname__
+    return False, "haproxy_tier states need the haproxy_tier execution module (install haproxy)"
+
+
+def _ret(name, comment):
+    return {"name": name, "result": True, "comment": comment, "changes": {}}
+
+
+def configured(name, tier="site", site=None, start=True):
+    """
+    The config of ``tier`` rendered from the topology is in place and HAProxy runs it.
+
+    The candidate config is validated (topology, then ``haproxy -c``) before it replaces the
+    file; a running HAProxy gets a graceful reload, a stopped one is started when ``start``.
+    An invalid topology or config fails the state and leaves the file and HAProxy untouched.
+
+    name
+        Any ID.
+    tier
+        ``site`` (default) or ``primary``.
+    site
+        Site tier: which site (default pillar ``haproxy:site:name`` / grain ``webfarm:site``).
+    """
+    ret = _ret(name, f"HAProxy {tier} config is already as wanted and running")
+    try:
+        plan = __salt__["haproxy_tier.plan"](tier=tier, site=site)
+        if not plan["changed"] and (plan["running"] or not start):
+            return ret
+        if __opts__["test"]:
+            if plan["changed"]:
+                __salt__["haproxy_tier.validate"](tier=tier, site=site)
+            actions = []
+            if plan["changed"]:
+                actions.append(f"replaced {plan['config']}")
+                ret["changes"]["diff"] = plan["diff"]
+            if plan["running"] and plan["changed"]:
+                actions.append("reloaded HAProxy")
+            elif not plan["running"] and start:
+                actions.append("started HAProxy")
+                ret["changes"]["started"] = True
+            ret["result"] = None
+            ret["comment"] = "Would have " + " and ".join(actions)
+            return ret
+        done = __salt__["haproxy_tier.apply"](tier=tier, site=site, start_if_stopped=start)
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    if done["changed"]:
+        ret["changes"]["diff"] = done["diff"]
+    if done["reloaded"]:
+        ret["changes"]["worker_pid"] = {
+            "old": done["reloaded"]["old_worker_pid"],
+            "new": done["reloaded"]["worker_pid"],
+        }
+    if done["started"]:
+        ret["changes"]["started"] = done["started"]
+    ret["comment"] = f"HAProxy {tier} config " + (
+        "replaced and reloaded"
+        if done["reloaded"]
+        else "written and HAProxy started"
+        if done["started"]
+        else "written"
+    )
+    return ret
+
+
+def _group_args(name, tier):
+    return {"site": name} if tier == "primary" else {"farm": name}
+
+
+def _admin_states(name, server, tier, socket):
+    groups = __salt__["haproxy_tier.servers"](tier=tier, socket=socket)
+    if name not in groups:
+        raise SaltException(f"no {'site' if tier == 'primary' else 'farm'} {name!r} in HAProxy")
+    members = groups[name]
+    if server is not None:
+        if server not in members:
+            raise SaltException(f"no server {server!r} in {name}")
+        members = {server: members[server]}
+    return {srv: info["admin"] for srv, info in members.items()}
+
+
+def drained(name, server=None, tier="site", timeout=60, socket=None):
+    """
+    The farm ``name`` (a site with ``tier: primary``), or its ``server``, is drained:
+    no new requests, running sessions finished (or ``timeout`` passed), then in maintenance.
+
+    Its sticky clients move to another farm of the site without a failed request.
+    Fires ``webfarm/haproxy/<name>/drained``.
+    """
+    ret = _ret(name, f"{name} is already drained (maint)")
+    try:
+        states = _admin_states(name, server, tier, socket)
+        todo = sorted(srv for srv, state in states.items() if state != "maint")
+        if not todo:
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Would have drained {', '.join(todo)}"
+            ret["changes"] = {srv: {"old": states[srv], "new": "maint"} for srv in todo}
+            return ret
+        done = __salt__["haproxy_tier.drain"](
+            server=server, timeout=timeout, tier=tier, socket=socket, **_group_args(name, tier)
+        )
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    ret["changes"] = {srv: {"old": states[srv], "new": "maint"} for srv in todo}
+    if done["timed_out"]:
+        ret["comment"] = (
+            f"Drained {', '.join(todo)}: timed out after {timeout}s with "
+            f"{done['sessions_left']} session(s) still running, now in maint"
+        )
+    else:
+        ret["comment"] = f"Drained {', '.join(todo)} in {done['seconds']}s"
+    return ret
+
+
+def ready(name, server=None, tier="site", socket=None):
+    """
+    The farm ``name`` (a site with ``tier: primary``), or its ``server``, takes traffic.
+
+    Fires ``webfarm/haproxy/<name>/ready`` when something changed.
+    """
+    ret = _ret(name, f"{name} is already ready")
+    try:
+        states = _admin_states(name, server, tier, socket)
+        todo = sorted(srv for srv, state in states.items() if state != "ready")
+        if not todo:
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Would have put {', '.join(todo)} back in service"
+            ret["changes"] = {srv: {"old": states[srv], "new": "ready"} for srv in todo}
+            return ret
+        __salt__["haproxy_tier.ready"](
+            server=server, tier=tier, socket=socket, **_group_args(name, tier)
+        )
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    ret["changes"] = {srv: {"old": states[srv], "new": "ready"} for srv in todo}
+    ret["comment"] = f"Put {', '.join(todo)} back in service"
+    return ret

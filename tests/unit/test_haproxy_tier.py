@@ -1,0 +1,273 @@
+import copy
+import re
+
+import pytest
+import webfarm_haproxy as wh
+import yaml
+
+
+def topo():
+    return {
+        "primary_lb": [{"id": "lb-primary", "address": "10.0.0.10", "port": 80}],
+        "sites": {
+            "s1": {
+                "lbs": [
+                    {"id": "lb-s1", "address": "10.0.1.10", "port": 80},
+                    {"id": "lb-s1b", "address": "10.0.1.9", "port": 80},
+                ],
+                "farms": {
+                    "f1": {
+                        "members": {
+                            1: {"id": "web-s1-f1-m1", "address": "10.0.1.11", "port": 80},
+                            2: {"id": "web-s1-f1-m2", "address": "10.0.1.12", "port": 80},
+                        }
+                    },
+                    "f2": {
+                        "members": {
+                            "1": {"id": "web-s1-f2-m1", "address": "10.0.1.21", "port": 8080}
+                        }
+                    },
+                },
+            },
+            "s2": {
+                "lbs": [{"id": "lb-s2", "address": "10.0.2.10", "port": 80}],
+                "farms": {"f1": {"members": {1: {"id": "web-s2-f1-m1", "address": "10.0.2.11"}}}},
+            },
+        },
+    }
+
+
+def settings(tier, **override):
+    return wh.tier_settings({"user": "", "group": "", **override}, tier)
+
+
+def test_validate_normalises_member_keys_ports_and_weights():
+    clean = wh.validate_topology(topo())
+    f2 = clean["sites"]["s1"]["farms"]["f2"]["members"]
+    assert list(f2) == [1]
+    assert f2[1] == {"id": "web-s1-f2-m1", "address": "10.0.1.21", "port": 8080, "weight": 100}
+    assert clean["sites"]["s2"]["farms"]["f1"]["members"][1]["port"] == 80
+
+
+def test_example_pillar_topology_is_valid(repo_root):
+    with open(repo_root / "pillar" / "webfarm" / "topology.sls", encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    clean = wh.validate_topology(data["webfarm"]["topology"])
+    assert set(clean["sites"]) == {"s1", "s2"}
+    assert clean["db"]["primary"]["id"] == "db-primary"
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f2"]["members"].update(
+                {"2": {"id": "x", "address": "10.0.1.11", "port": 80}}
+            ),
+            "sites.s1.farms.f2.members.2: duplicate server 10.0.1.11:80 (already sites.s1.farms.f1.members.1)",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"].update({"f3": {"members": {}}}),
+            "sites.s1.farms.f3: farm without members",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"].update({"f3": None}),
+            "sites.s1.farms.f3: farm without members",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][2].update(address="10.0.1.300"),
+            "sites.s1.farms.f1.members.2: bad address '10.0.1.300' (must be an IP address)",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][2].update(port=70000),
+            "bad port 70000",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][2].update(id="web-s1-f1-m1"),
+            "duplicate id 'web-s1-f1-m1'",
+        ),
+        (lambda t: t["sites"]["s2"].update(lbs=[]), "sites.s2: site has no lbs"),
+        (lambda t: t["sites"]["s2"].update(farms={}), "sites.s2: site has no farms"),
+        (lambda t: t["sites"].update({"s/3": t["sites"]["s2"]}), "site name 's/3'"),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"].update(
+                {0: {"address": "10.9.9.9"}}
+            ),
+            "member index 0",
+        ),
+        (lambda t: t.update(sites={}), "the topology has no sites"),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][1].update(weight=999),
+            "bad weight 999",
+        ),
+    ],
+)
+def test_validate_reports_clear_errors(mutate, message):
+    bad = topo()
+    mutate(bad)
+    with pytest.raises(wh.TopologyError) as info:
+        wh.validate_topology(bad)
+    assert any(message in error for error in info.value.errors), info.value.errors
+    assert str(info.value).startswith("invalid topology: ")
+
+
+def test_validate_reports_every_problem_at_once():
+    bad = topo()
+    bad["sites"]["s1"]["farms"]["f1"]["members"][2]["address"] = "nope"
+    bad["sites"]["s2"]["farms"]["f1"]["members"] = {}
+    with pytest.raises(wh.TopologyError) as info:
+        wh.validate_topology(bad)
+    assert len(info.value.errors) == 2
+
+
+def test_validate_does_not_modify_its_input():
+    original = topo()
+    before = copy.deepcopy(original)
+    wh.validate_topology(original)
+    assert original == before
+
+
+def test_render_site_tier():
+    clean = wh.validate_topology(topo())
+    text = wh.render(clean, settings("site"), site="s1", binds=[("10.0.1.10", 80)])
+    assert "    master-worker" in text
+    assert "stats socket /run/haproxy/site.sock mode 600 level admin expose-fd listeners" in text
+    assert "log /dev/log len 4096 local0" in text
+    for directive in ("option forwardfor", "option redispatch", "retries 3", "option httplog"):
+        assert f"    {directive}\n" in text
+    assert "frontend lb_site_s1\n    bind 10.0.1.10:80\n" in text
+    assert "use_backend farm_f1 if { req.cook(FARMID) -m str f1 } { nbsrv(farm_f1) gt 0 }" in text
+    assert "cookie FARMID insert indirect nocache\n" in text
+    # The pick backend: every member, cookie = farm, tracking the farm backend.
+    assert "server f1_m2 10.0.1.12:80 cookie f1 weight 100 track farm_f1/f1_m2" in text
+    assert "server f2_m1 10.0.1.21:8080 cookie f2 weight 100 track farm_f2/f2_m1" in text
+    farm = text[text.index("backend farm_f1") :]
+    assert "http-check send meth GET uri /\n" in farm
+    assert "server f1_m1 10.0.1.11:80 check weight 100" in farm
+    # Only s1's farms; no directive removed from current HAProxy.
+    assert "10.0.2.11" not in text
+    assert not re.search(r"\b(contimeout|clitimeout|srvtimeout|grace)\b", text)
+
+
+def test_render_primary_tier_checks_site_lbs_monitor_uri():
+    clean = wh.validate_topology(topo())
+    text = wh.render(clean, settings("primary", postonly=True), binds=[("10.0.0.10", 80)])
+    assert "cookie SITEID insert indirect nocache postonly" in text
+    assert "server s1_lb2 10.0.1.9:80 cookie s1 weight 100 track site_s1/s1_lb2" in text
+    site = text[text.index("backend site_s1") :]
+    assert "http-check send meth GET uri /haproxy-health" in site
+    assert "monitor fail if { nbsrv(pick_site) lt 1 }" in text
+
+
+def test_render_needs_a_bind_and_a_known_site():
+    clean = wh.validate_topology(topo())
+    with pytest.raises(wh.TopologyError, match="no listen address"):
+        wh.render(clean, settings("site"), site="s1", binds=[])
+    with pytest.raises(wh.TopologyError, match="site 's9' is not in the topology"):
+        wh.render(clean, settings("site"), site="s9", binds=[("10.0.1.10", 80)])
+
+
+def test_settings_merge_and_bad_tier():
+    merged = wh.tier_settings({"timeouts": {"client": "1m"}, "site": {"socket": "/tmp/s"}}, "site")
+    assert merged["timeouts"]["client"] == "1m" and merged["timeouts"]["connect"] == "5s"
+    assert merged["socket"] == "/tmp/s" and merged["cookie"] == "FARMID"
+    with pytest.raises(ValueError, match="tier"):
+        wh.tier_settings({}, "edge")
+
+
+def test_parse_bind():
+    assert wh.parse_bind("127.0.0.1:8080") == [("127.0.0.1", 8080)]
+    assert wh.parse_bind([{"address": "::1", "port": 80}, "[::1]:81"]) == [("::1", 80), ("::1", 81)]
+    with pytest.raises(ValueError, match="bad bind"):
+        wh.parse_bind("localhost:80")
+
+
+def test_topology_from_mine():
+    mine = {
+        "lb-primary": {"webfarm": {"role": "lb-primary"}, "ipv4": ["127.0.0.1", "10.0.0.10"]},
+        "lb-s1": {"webfarm": {"role": "lb-site", "site": "s1"}, "ipv4": ["10.0.1.10"]},
+        "web-1": {
+            "webfarm": {"role": "web", "site": "s1", "farm": "f1", "member": 1},
+            "ipv4": ["127.0.0.1", "192.168.5.5", "10.0.1.11"],
+        },
+        "web-2": {
+            "webfarm": {"role": "web", "site": "s1", "farm": "f1", "member": 2, "port": 8080},
+            "ipv4": ["10.0.1.12"],
+        },
+        "db": {"webfarm": {"role": "db-primary"}, "ipv4": ["10.0.0.20"]},
+    }
+    raw = wh.topology_from_mine(mine, network="10.0.0.0/16")
+    clean = wh.validate_topology(raw)
+    assert clean["primary_lb"][0]["address"] == "10.0.0.10"
+    members = clean["sites"]["s1"]["farms"]["f1"]["members"]
+    assert members[1]["address"] == "10.0.1.11" and members[1]["id"] == "web-1"
+    assert members[2]["port"] == 8080
+    # Without a network: the first non-loopback address.
+    assert wh.topology_from_mine(mine)["sites"]["s1"]["farms"]["f1"]["members"]["1"]["address"] == (
+        "192.168.5.5"
+    )
+
+
+def test_topology_from_mine_duplicate_member():
+    grains = {"role": "web", "site": "s1", "farm": "f1", "member": 1}
+    mine = {
+        "a": {"webfarm": grains, "ipv4": ["10.0.1.11"]},
+        "b": {"webfarm": grains, "ipv4": ["10.0.1.12"]},
+    }
+    with pytest.raises(wh.TopologyError, match="mine b: duplicate server s1/f1/1 \\(already a\\)"):
+        wh.topology_from_mine(mine)
+
+
+STAT = (
+    "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,"
+    "wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,"
+    "lbtot,tracked,type,rate,rate_lim,rate_max,check_status,\n"
+    "lb_site_s1,FRONTEND,,,3,5,4096,90,0,0,0,0,0,,,,,OPEN,,,,,,,,,1,2,0,,,,0,0,0,3,,\n"
+    "pick_farm,f1_m1,0,0,1,1,,10,0,0,,0,,0,0,0,0,MAINT,100,1,0,0,0,5,0,,1,3,1,,10,4,2,0,,1,,\n"
+    "pick_farm,BACKEND,0,0,1,1,410,10,0,0,0,0,,0,0,0,0,UP,100,1,0,,0,5,0,,1,3,0,,10,,1,0,,1,,\n"
+    "farm_f1,f1_m1,0,0,2,3,,40,0,0,,0,,0,0,0,0,DRAIN,100,1,0,0,0,5,0,,1,4,1,,40,,2,0,,2,L7OK,\n"
+    "farm_f1,f1_m2,0,0,0,3,,41,0,0,,0,,0,0,0,0,UP,50,1,0,0,0,5,0,,1,4,2,,41,,2,0,,2,L7OK,\n"
+)
+STATE = (
+    "1\n"
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health "
+    "srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord "
+    "srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n"
+    "3 pick_farm 1 f1_m1 10.0.1.11 2 1 100 100 5 1 0 2 0 0 0 0 - 80 - 0 0 - - 0\n"
+    "4 farm_f1 1 f1_m1 10.0.1.11 2 8 100 100 5 15 3 4 6 0 0 0 - 80 - 0 0 - - 0\n"
+    "4 farm_f1 2 f1_m2 10.0.1.12 2 0 50 100 5 15 3 4 6 0 0 0 - 80 - 0 0 - - 0\n"
+)
+
+
+def test_group_servers_combines_stat_and_state():
+    stat = wh.parse_show_stat(STAT)
+    groups = wh.group_servers(stat, wh.parse_servers_state(STATE))
+    assert set(groups) == {"f1"}
+    m1 = groups["f1"]["f1_m1"]
+    assert m1["admin"] == "drain" and m1["status"] == "DRAIN"
+    assert m1["sessions"] == 3  # 2 in farm_f1 + 1 in pick_farm
+    assert m1["total"] == 50
+    assert m1["address"] == "10.0.1.11" and m1["port"] == 80 and m1["backend"] == "farm_f1"
+    assert groups["f1"]["f1_m2"]["weight"] == 50 and groups["f1"]["f1_m2"]["admin"] == "ready"
+    assert wh.frontend_site(stat) == "s1"
+
+
+@pytest.mark.parametrize(
+    "bits, state",
+    [(0, "ready"), (8, "drain"), (16, "drain"), (1, "maint"), (9, "maint"), (2, "maint")],
+)
+def test_admin_state(bits, state):
+    assert wh.admin_state(bits) == state
+
+
+def test_parsers_reject_garbage():
+    with pytest.raises(ValueError, match="show stat"):
+        wh.parse_show_stat("Unknown command\n")
+    with pytest.raises(ValueError, match="show servers state"):
+        wh.parse_servers_state("Permission denied\n")
+
+
+def test_diff():
+    assert wh.diff("a\n", "a\n") == ""
+    assert "+b" in wh.diff("a\n", "a\nb\n") and wh.diff(None, "x\n").count("+x") == 1
