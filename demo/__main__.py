@@ -44,6 +44,13 @@ def summarize_highstate(result):
 
 
 def up(args):
+    if len(str(salt_lab.STATE_DIR)) > salt_lab.MAX_STATE_DIR_LEN:
+        print(
+            f"WEBFARM_DEMO_DIR={salt_lab.STATE_DIR} is too long: salt's unix sockets under it "
+            f"must fit 108 bytes; use at most {salt_lab.MAX_STATE_DIR_LEN} characters",
+            file=sys.stderr,
+        )
+        return 2
     down(quiet=True)
     hosts = topology.hosts()
     ids = [h.id for h in hosts]

@@ -16,6 +16,8 @@ from demo.topology import MASTER_ADDRESS, REPO
 VENV_BIN = Path(sys.executable).parent
 STATE_DIR = Path(os.environ.get("WEBFARM_DEMO_DIR", "/var/tmp/wfdemo"))
 MASTER_NS = netlab.PREFIX + "master"
+# <dir>/minions/<id>/var/run/salt/minion/minion_event_<hash>_pub.ipc must fit sun_path (108).
+MAX_STATE_DIR_LEN = 40
 
 
 def master_conf_dir():

@@ -1,8 +1,11 @@
 """`make demo` end to end: the widest test. Runs ``python -m demo up`` then ``down``."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +14,16 @@ from demo import netlab
 pytestmark = pytest.mark.timeout(900)
 
 
-def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, tmp_path):
-    env = {**os.environ, "WEBFARM_DEMO_DIR": str(tmp_path / "demo")}
+@pytest.fixture
+def demo_dir():
+    # Short on purpose: salt's unix sockets live below it (sun_path is 108 bytes).
+    parent = Path(tempfile.mkdtemp(prefix="wfd", dir="/tmp"))
+    yield parent / "demo"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, demo_dir):
+    env = {**os.environ, "WEBFARM_DEMO_DIR": str(demo_dir)}
     up = subprocess.run(
         [sys.executable, "-m", "demo", "up"],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=800,
@@ -32,6 +43,6 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
         )  # fmt: skip
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [ns for ns in netlab.namespaces() if ns.startswith(netlab.PREFIX)]
-    assert not (tmp_path / "demo").exists()
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True)
+    assert not demo_dir.exists()
+    leftover = subprocess.run(["pgrep", "-f", str(demo_dir)], capture_output=True)
     assert leftover.returncode == 1, leftover.stdout
