@@ -291,8 +291,16 @@ def rollout(
     report = webfarm_upgrade.new_report(opts, waves)
     report["latency"] = []
     log.info("%s upgrade: %d wave(s) %s", opts["kind"], len(waves), report["waves"])
-    for number, wave in enumerate(waves, 1):
-        outcomes = []
+    for number, planned in enumerate(waves, 1):
+        outcomes, wave = [], []
+        for step in planned:
+            reason = webfarm_upgrade.blocker(report, step)
+            if reason:
+                webfarm_upgrade.skip_step(report, step, reason)
+            else:
+                wave.append(step)
+        if not wave:
+            continue
 
         def run(step):
             try:

@@ -281,6 +281,7 @@ def new_report(opts, waves):
         "waves": [[f"{s['site']}/{s['farm']}" for s in wave] for wave in waves],
         "steps": [],
         "failures": [],
+        "skipped": [],
         "stopped": False,
         "result": True,
         "versions": {},
@@ -307,6 +308,35 @@ def record_step(report, step, ok, timings, error=None, versions=None):
             report["stopped"] = True
             report["result"] = False
     return not report["stopped"]
+
+
+def blocker(report, step):
+    """Why ``step`` must not run because an earlier step failed (tolerated by max_failures).
+
+    A failed farm (app) or member (os) stays drained, so another farm of its site (app) or
+    another member of its farm (os) would be a second one out at once: it is skipped.
+    """
+    for failed in report["failures"]:
+        if report["kind"] == "app" and failed["site"] == step["site"]:
+            return f"farm {failed['site']}/{failed['farm']} failed and stays drained"
+        if report["kind"] == "os" and (failed["site"], failed["farm"]) == (
+            step["site"],
+            step["farm"],
+        ):
+            return f"a member of {failed['site']}/{failed['farm']} failed and stays drained"
+    return None
+
+
+def skip_step(report, step, reason):
+    """Record a step that was not run."""
+    report.setdefault("skipped", []).append(
+        {
+            "site": step["site"],
+            "farm": step["farm"],
+            "members": [m["id"] for m in step["members"]],
+            "reason": reason,
+        }
+    )
 
 
 def farm_versions(report, farm_map):

@@ -269,3 +269,21 @@ def test_make_conf_adds_binhost_and_feature_once():
 def test_make_conf_rejects_bad_input(url, profile):
     with pytest.raises(ValueError):
         wu.make_conf("", url, profile)
+
+
+def test_tolerated_failure_blocks_the_rest_of_its_site_app():
+    report, waves = _report(max_failures=1)
+    wu.record_step(report, waves[0][0], False, {}, error="x")  # s1/f1 stays drained
+    assert wu.blocker(report, waves[1][0]) is None  # s2/f1
+    assert wu.blocker(report, waves[2][0]) == "farm s1/f1 failed and stays drained"  # s1/f2
+    wu.skip_step(report, waves[2][0], "farm s1/f1 failed and stays drained")
+    assert report["skipped"][0]["farm"] == "f2"
+
+
+def test_tolerated_failure_blocks_the_rest_of_its_farm_os():
+    opts = wu.options("os", max_failures=1)
+    waves = wu.plan(FARMS, "os")
+    report = wu.new_report(opts, waves)
+    wu.record_step(report, waves[0][0], False, {}, error="x")  # s1/f1 member 1
+    assert wu.blocker(report, waves[1][0]) == "a member of s1/f1 failed and stays drained"
+    assert wu.blocker(report, waves[1][1]) is None  # s1/f2 member 2
