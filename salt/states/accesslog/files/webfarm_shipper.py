@@ -876,6 +876,7 @@ class Shipper:
         )
         tmp = f"{path}.tmp"
         try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as handle:
                 json.dump(status, handle)
             os.replace(tmp, path)
