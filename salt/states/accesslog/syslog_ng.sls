@@ -46,6 +46,7 @@ accesslog-syslog-ng-conf:
         log_host: {{ syslog['log_host_address'] | json }}
         port: {{ syslog['port'] }}
         disk_buf_bytes: {{ syslog['disk_buf_bytes'] }}
+        time_reopen: {{ syslog['time_reopen'] }}
         disk_buf_dir: {{ (paths['spool_dir'] ~ '/syslog-ng-buffer') | json }}
     - require:
       - file: accesslog-syslog-ng-buffer-dir
