@@ -191,7 +191,10 @@ def backup(**kwargs):
             "removed"
         ]
         if settings["verify"]:
-            result["verify"] = verify(result["backup_dir"], timeout=settings["verify_timeout"])
+            try:
+                result["verify"] = verify(result["backup_dir"], timeout=settings["verify_timeout"])
+            except (SaltInvocationError, CommandExecutionError) as exc:
+                result["verify"] = {"result": False, "error": str(exc)}
             result["result"] = result["verify"]["result"]
     _fire("backup", "done" if result["result"] else "failed", result)
     return result
@@ -364,6 +367,7 @@ def verify(backup_dir, timeout=300):
             os.path.join(work, "server.pid"),
             log_file,
             run_as,
+            manifest.get("binlog_basename"),
         )
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         conn = _wait_server(proc, port, log_file, started + timeout)

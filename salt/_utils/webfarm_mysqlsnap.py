@@ -907,6 +907,8 @@ def verify_server_cmd(binary, datadir, port, socket, pid_file, log_file, run_as=
         "--innodb-fast-shutdown=1",
         "--skip-external-locking",
         "--relay-log=throwaway-relay",
+        "--master-info-file=throwaway-master.info",
+        "--relay-log-info-file=throwaway-relay.info",
     ]
     if run_as:
         cmd.append(f"--user={run_as}")
