@@ -10,6 +10,7 @@ Everything runs on loopback; every process started here is stopped by its PID.
 """
 
 import importlib.util
+import logging
 import os
 import re
 import shutil
@@ -123,8 +124,10 @@ def bench_render(directory):
 
 
 class Proc:
-    def __init__(self, args):
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def __init__(self, args, log):
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -140,7 +143,7 @@ def backend_config(members, directory):
     """One HAProxy answering as every member (fast, so the LBs are what is measured)."""
     lines = [
         "global",
-        "    maxconn 20000",
+        "    maxconn 4096",
         "defaults",
         "    mode http",
         "    timeout client 30s",
@@ -204,7 +207,8 @@ def wait_all_up(module, tier, sock, timeout=20):
         if all(i["status"] == "UP" for g in groups.values() for i in g.values()):
             return
         time.sleep(0.2)
-    raise SystemExit(f"{tier} servers not all UP")
+    down = {n: i["status"] for g in groups.values() for n, i in g.items() if i["status"] != "UP"}
+    raise SystemExit(f"{tier} servers not all UP: {down}")
 
 
 def bench_runtime(directory):
@@ -214,7 +218,8 @@ def bench_runtime(directory):
     for f in (1, 2):
         farms[f"f{f}"] = {"members": {}}
         for m in range(1, 17):
-            address, port = f"127.0.{100 + f}.{m}", 18000 + m
+            address = f"127.0.{100 + f}.{m}"
+            port = free_port(address)
             members.append(("s1", f"f{f}", m, address, port))
             farms[f"f{f}"]["members"][m] = {
                 "id": f"web-f{f}-m{m}",
@@ -239,7 +244,9 @@ def bench_runtime(directory):
         "site": settings("site", directory),
         "primary": settings("primary", directory),
     }
-    procs = [Proc(["haproxy", "-f", backend_config(members, directory)])]
+    procs = [
+        Proc(["haproxy", "-f", backend_config(members, directory)], f"{directory}/backends.log")
+    ]
     try:
         for tier, binds in (
             ("site", [("127.0.0.1", site_port)]),
@@ -251,7 +258,15 @@ def bench_runtime(directory):
             )
             procs.append(
                 Proc(
-                    ["haproxy", "-W", "-p", tier_settings["pidfile"], "-f", tier_settings["config"]]
+                    [
+                        "haproxy",
+                        "-W",
+                        "-p",
+                        tier_settings["pidfile"],
+                        "-f",
+                        tier_settings["config"],
+                    ],
+                    f"{directory}/{tier}.log",
                 )
             )
             wait_socket(tier_settings["socket"])
@@ -274,6 +289,31 @@ def bench_runtime(directory):
             f"{statistics.median(drains) * 1000:.0f} ms; ready: {statistics.median(readies) * 1000:.0f} ms"
         )
 
+        loaded = subprocess.Popen(
+            [
+                "wrk",
+                "-t1",
+                "-c16",
+                "-d3s",
+                "-H",
+                "Cookie: FARMID=f1",
+                f"http://127.0.0.1:{site_port}/",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1)
+        start = time.perf_counter()
+        ret = module.drain(farm="f1", timeout=30, socket=site_sock)
+        under_load = time.perf_counter() - start
+        out, _ = loaded.communicate(timeout=30)
+        module.ready(farm="f1", socket=site_sock)
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+        print(
+            f"   same drain under wrk load sticky to f1: {under_load * 1000:.0f} ms "
+            f"(sessions left {ret['sessions_left']}; wrk: {errors.group(0) if errors else 'no errors'})"
+        )
+
         direct = wrk(f"http://{members[0][3]}:{members[0][4]}/")
         both = wrk(f"http://127.0.0.1:{primary_port}/")
         site_only = wrk(f"http://127.0.0.1:{site_port}/")
@@ -288,12 +328,17 @@ def bench_runtime(directory):
         )
         print(f"   through both tiers       {both[0]:>9.0f} req/s  p50 {both[1]:>8}  {both[2]}")
         print(f"   overhead ratio (direct / both tiers) {direct[0] / both[0]:.2f}x")
+    except BaseException:
+        for proc in procs:
+            print(f"--- {proc.log}:\n" + Path(proc.log).read_text()[-2000:])
+        raise
     finally:
         for proc in reversed(procs):
             proc.stop()
 
 
 def main():
+    logging.getLogger("webfarm_events").setLevel(logging.ERROR)  # no master here: not sent
     if shutil.which("haproxy") is None or shutil.which("wrk") is None:
         raise SystemExit("needs haproxy and wrk (apt-get install haproxy wrk)")
     directory = tempfile.mkdtemp(prefix="bench-haproxy-")
