@@ -155,6 +155,7 @@ def test_outage_mid_stream_loses_nothing_and_never_blocks_the_writer(
     assert sent.is_set()
     code, err = finish(proc, timeout=120)
     assert code == 0, err
+    print(f"writer max write(): {worst[0] * 1000:.2f} ms, outage {up_after:.1f}s")
     assert worst[0] <= 0.050, f"writer blocked {worst[0] * 1000:.1f} ms"
     assert spooled_while_down > 0, "the outage did not reach the spool: test proves nothing"
     client = server.client()
@@ -293,3 +294,17 @@ def test_unsupported_log_format_is_a_clear_error(tmp_path):
     code, err = finish(proc)
     assert code == 2
     assert "%Z: unsupported LogFormat directive" in err
+
+
+@pytest.mark.timeout(60)
+def test_batch_import_journal_skips_a_file_already_imported(shared_data, mongo_server, tmp_path):
+    rotated = tmp_path / "access.log.1"
+    rotated.write_bytes(b"".join(line + b"\n" for line in tagged_lines(shared_data)[:500]))
+    journal = tmp_path / "imported.json"
+    args = ("--file", str(rotated), "--imported-journal", str(journal))
+    for _ in range(2):
+        code, err = finish(shipper(tmp_path, mongo_server.uri, "batch", *args, stdin=None))
+        assert code == 0, err
+    assert "already imported" in err
+    assert mongo_server.client().shiptest.batch.count_documents({}) == 500
+    assert len(json.loads(journal.read_text())) == 1
