@@ -103,7 +103,10 @@ def _admin_states(name, server, tier, socket):
         if server not in members:
             raise SaltException(f"no server {server!r} in {name}")
         members = {server: members[server]}
-    return {srv: info["admin"] for srv, info in members.items()}
+    return {
+        srv: info["admin"] if info.get("pick_admin", "ready") == "ready" else "maint"
+        for srv, info in members.items()
+    }
 
 
 def drained(name, server=None, tier="site", timeout=60, socket=None):

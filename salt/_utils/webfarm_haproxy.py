@@ -571,7 +571,8 @@ def group_servers(stat_rows, state_rows):
     """Combine ``show stat`` and ``show servers state`` into ``{group: {server: info}}``.
 
     A server appears in its group backend and in the pick backend; ``sessions`` is the sum
-    of both, state and weights come from the group backend.
+    of both, state and weights come from the group backend, ``pick_admin`` is its admin
+    state in the pick backend (``maint`` while drained: no new client gets its group).
     """
     state = {(r["be_name"], r["srv_name"]): r for r in state_rows}
     picks = {}
@@ -599,8 +600,11 @@ def group_servers(stat_rows, state_rows):
             "total": _int(row.get("stot")),
             "check": row.get("check_status", ""),
         }
+    pick_states = {r["srv_name"]: r for r in state_rows if r["be_name"].startswith("pick_")}
     for servers in groups.values():
         for name, info in servers.items():
+            if name in pick_states:
+                info["pick_admin"] = admin_state(pick_states[name].get("srv_admin_state", 0))
             pick = picks.get(name)
             if pick:
                 info["sessions"] += _int(pick.get("scur"))

@@ -249,6 +249,7 @@ def test_group_servers_combines_stat_and_state():
     assert m1["sessions"] == 3  # 2 in farm_f1 + 1 in pick_farm
     assert m1["total"] == 50
     assert m1["address"] == "10.0.1.11" and m1["port"] == 80 and m1["backend"] == "farm_f1"
+    assert m1["pick_admin"] == "maint"
     assert groups["f1"]["f1_m2"]["weight"] == 50 and groups["f1"]["f1_m2"]["admin"] == "ready"
     assert wh.frontend_site(stat) == "s1"
 

@@ -129,6 +129,26 @@ def test_ready_brings_a_drained_farm_back(modules, haproxy_lab, s1):
 
 
 @pytest.mark.usefixtures("restore_s1")
+def test_drain_and_ready_fire_events(modules, s1, monkeypatch):
+    import webfarm_events
+
+    fired = []
+
+    def fire(salt_funcs, capability, action, outcome, data):
+        fired.append((webfarm_events.tag(capability, action, outcome), dict(data)))
+        return True
+
+    monkeypatch.setattr(webfarm_events, "fire", fire)
+    drained = modules.haproxy_tier.drain(farm="f2", timeout=5, socket=s1.socket)
+    modules.haproxy_tier.ready(farm="f2", socket=s1.socket)
+    assert [tag for tag, _ in fired] == ["webfarm/haproxy/f2/drained", "webfarm/haproxy/f2/ready"]
+    payload = fired[0][1]
+    assert payload["site"] == "s1" and payload["farm"] == "f2" and payload["tier"] == "site"
+    assert payload["servers"] == ["f2_m1", "f2_m2"] and payload["timed_out"] is False
+    assert drained["event_sent"] is True
+
+
+@pytest.mark.usefixtures("restore_s1")
 def test_drain_one_server_keeps_its_farm(modules, haproxy_lab, s1):
     ret = modules.haproxy_tier.drain(server="f1_m2", timeout=5, socket=s1.socket)
     assert ret["servers"] == ["f1_m2"]
