@@ -27,12 +27,19 @@ accesslog-apache-piped-enabled:
       - file: accesslog-apache-piped-conf
 
 {%- if acl['reload_services'] %}
-accesslog-apache-reload:
+accesslog-apache-configtest:
   cmd.run:
-    - name: apache2ctl -t && apache2ctl graceful
+    - name: apache2ctl -t
     - onchanges:
       - file: accesslog-apache-piped-conf
       - file: accesslog-apache-piped-enabled
       - file: accesslog-shipper
       - file: accesslog-shipper-config
+
+{#- graceful: Apache restarts its piped logger; the old shipper flushes on EOF/SIGTERM. #}
+accesslog-apache-graceful:
+  cmd.run:
+    - name: apache2ctl graceful
+    - onchanges:
+      - cmd: accesslog-apache-configtest
 {%- endif %}

@@ -56,9 +56,15 @@ accesslog-syslog-ng-conf:
     - makedirs: True
 
 {%- if acl['reload_services'] %}
-accesslog-syslog-ng-reload:
+accesslog-syslog-ng-syntax:
   cmd.run:
-    - name: syslog-ng --syntax-only && systemctl reload-or-restart syslog-ng
+    - name: syslog-ng --syntax-only
     - onchanges:
       - file: accesslog-syslog-ng-conf
+
+accesslog-syslog-ng-reload:
+  cmd.run:
+    - name: systemctl reload-or-restart syslog-ng
+    - onchanges:
+      - cmd: accesslog-syslog-ng-syntax
 {%- endif %}

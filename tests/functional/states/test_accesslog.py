@@ -194,3 +194,23 @@ def test_init_bad_mode_fails_with_a_comment(modules, tmp_path):
     (state,) = ret.values()
     assert state["result"] is False
     assert "must be piped, syslog_ng, batch or none" in state["comment"]
+
+
+@pytest.mark.parametrize(
+    ("sls", "extra", "wanted"),
+    [
+        ("accesslog.piped", {}, {"accesslog-shipper-pymongo", "accesslog-apache-graceful"}),
+        ("accesslog.syslog_ng", {"log_host": True}, {"accesslog-syslog-ng-reload"}),
+    ],
+)
+def test_production_defaults_install_and_reload(modules, sls, extra, wanted):
+    """With the default pillar (packages, reloads on) the SLS renders the install and the
+    checked reload; they are only shown here, not run, as they would act on this machine."""
+    pillar = {"accesslog": extra}
+    low = modules.state.show_sls(sls, pillar=pillar)
+    low = getattr(low, "raw", low)
+    assert isinstance(low, dict), low
+    assert wanted <= set(low), sorted(low)
+    config = low["accesslog-shipper-config"]["file"]
+    assert {"name": "/etc/webfarm/accesslog-shipper.json"} in config
+    assert {"mode": "0600"} in config
