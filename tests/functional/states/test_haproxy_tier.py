@@ -242,3 +242,9 @@ def _wait(predicate, timeout=15):
             return
         time.sleep(0.02)
     raise AssertionError("condition not reached in time")
+
+
+def test_init_sls_picks_no_tier_without_an_lb_role(modules):
+    ret = modules.state.show_sls("haproxy")
+    assert list(ret) == ["haproxy-not-an-lb"]
+    assert "webfarm:role is unset" in ret["haproxy-not-an-lb"]["test"][0]["name"]
