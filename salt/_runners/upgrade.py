@@ -16,7 +16,9 @@ farm runs which version. Events: ``webfarm/upgrade/step/done``, ``webfarm/upgrad
 """
 
 import contextvars
+import json
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -377,9 +379,6 @@ def notify(data=None, path=None):
 
         salt-run upgrade.notify data='{"farm": "f1", "error": "health check failed"}'
     """
-    import json
-    import os
-
     path = (
         path or __opts__.get("webfarm_upgrade_notify") or "/var/log/salt/webfarm-upgrade-failed.log"
     )
