@@ -29,7 +29,7 @@ import webfarm_haproxy
 import webfarm_upgrade
 
 from tests.support.haproxy_lab import Instance, haproxy_pillar, wait_for
-from tests.support.salt_daemons import REPO, PillarOverrides, master_config, webfarm_grains
+from tests.support.salt_daemons import PillarOverrides, master_config, webfarm_grains
 
 APP_INDEX = r"""<?php
 $version = trim(file_get_contents(__DIR__ . '/VERSION'));
@@ -245,10 +245,6 @@ def upgrade_dist(tmp_path_factory):
 SITES = ("s1", "s2")
 FARMS = ("f1", "f2")
 MEMBERS = (1, 2)
-REACTORS = {
-    "webfarm/release/ready": "reactor/release_ready.sls",
-    "webfarm/upgrade/failed": "reactor/upgrade_failed.sls",
-}
 
 
 def minion_id(site, farm, member):
@@ -520,16 +516,11 @@ class UpgradeLab:
 
 
 def upgrade_master_config(base_dir):
-    """The example master.d (repo paths) plus this capability's reactors, a file_tree
-    ext_pillar for per-minion settings and the notify file of the failed-upgrade reactor."""
+    """The example master.d (repo paths, reactors included), a file_tree ext_pillar for
+    per-minion settings and the notify file of the failed-upgrade reactor."""
     overrides = master_config()
     overrides["ext_pillar"] = [{"file_tree": {"root_dir": str(Path(base_dir) / "pillar")}}]
     overrides["ext_pillar_first"] = False
-    reactors = overrides.setdefault("reactor", [])
-    wired = {tag for entry in reactors for tag in entry}
-    for tag, sls in REACTORS.items():
-        if tag not in wired:
-            reactors.append({tag: [str(REPO / sls)]})
     overrides["webfarm_upgrade_notify"] = str(Path(base_dir) / "notify.log")
     return overrides
 
