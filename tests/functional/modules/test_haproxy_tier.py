@@ -1,6 +1,9 @@
 """haproxy_tier through Salt's loader against real HAProxy (both tiers) and real backends."""
 
+import re
+import subprocess
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -238,6 +241,23 @@ def test_reload_under_load_fails_no_request_and_keeps_drains(modules, haproxy_la
     assert modules.haproxy_tier.servers(socket=s1.socket)["f2"]["f2_m2"]["admin"] == "maint"
 
 
+def test_reload_under_wrk_keepalive_load_fails_no_request(modules, haproxy_lab):
+    address, port = _site_address(haproxy_lab)
+    wrk = subprocess.Popen(
+        ["wrk", "-t1", "-c8", "-d3s", f"http://{address}:{port}/"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.7)
+    for _ in range(2):
+        modules.haproxy_tier.reload("site")
+        time.sleep(0.4)
+    out, _ = wrk.communicate(timeout=30)
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    assert done > 100, out
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+
+
 def test_render_and_validate_from_pillar(modules):
     text = modules.haproxy_tier.render("site")
     assert "cookie FARMID insert indirect nocache" in text
@@ -278,8 +298,6 @@ def _site_address(lab):
 
 
 def _wait(predicate, timeout=15):
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
