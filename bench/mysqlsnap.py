@@ -10,8 +10,8 @@ one run, side by side:
   were blocked (the FTWRL for mysqlsnap, the BACKUP STAGE locks for mariabackup);
 - total backup time, mysqlsnap vs mariabackup;
 - copy throughput of mysqlsnap vs a raw ``rsync -a`` of the same snapshot (timed right
-  after mysqlsnap's copy, while the snapshot still exists; not counted in its total; both
-  read the snapshot from the page cache).
+  after or before mysqlsnap's copy, alternately, while the snapshot still exists; not
+  counted in its total; both read the snapshot from the page cache).
 
 Anchors (issue 3): lock <= 50 ms median; copy >= 0.9x raw rsync.
 
@@ -116,26 +116,36 @@ def warm(directory):
 
 
 def with_raw_rsync(raws, extra, ours, dest):
-    """A command runner that, right after mysqlsnap's rsync of its snapshot, times a raw
-    ``rsync -a`` of the same snapshot directory (MB/s appended to ``raws``); both read a
-    warm snapshot."""
+    """A command runner that, around mysqlsnap's rsync of its snapshot (alternately after and
+    before it), times a raw ``rsync -a`` of the same snapshot directory (MB/s appended to
+    ``raws``); both read a warm snapshot."""
 
     def runner(cmd, timeout):
         if cmd[0] != "rsync":
             return run(cmd, timeout)
         source, target = cmd[-2], dest / "raw"
+        # Alternate the order: the second copy competes with the first one's writeback.
+        raw_first = len(raws) % 2 == 1
         began = time.perf_counter()
         warm(source)
-        warmed = time.perf_counter()
-        proc = run(cmd, timeout)
-        copied = time.perf_counter()
-        ours.append(copied - warmed)
-        if proc.returncode == 0:
+        spent = time.perf_counter() - began
+
+        def raw():
+            started = time.perf_counter()
             subprocess.run(["rsync", "-a", source, f"{target}/"], check=True)
-            seconds = time.perf_counter() - copied
+            seconds = time.perf_counter() - started
             raws.append(du_bytes(target) / seconds / 1e6)
             shutil.rmtree(target)
-        extra.append((warmed - began) + (time.perf_counter() - copied))
+            return time.perf_counter() - started
+
+        if raw_first:
+            spent += raw()
+        started = time.perf_counter()
+        proc = run(cmd, timeout)
+        ours.append(time.perf_counter() - started)
+        if not raw_first and proc.returncode == 0:
+            spent += raw()
+        extra.append(spent)
         return proc
 
     return runner

@@ -179,8 +179,8 @@ def backup(**kwargs):
     try:
         with _host_lock(settings["lock_file"]), logic.interruptible():
             result = logic.run_backup(settings, _run, _connector(settings["connection"]))
-    except logic.BackupError as exc:
-        failure = {"result": False, "error": str(exc), "cleanup": exc.cleanup}
+    except (logic.BackupError, logic.BackupInterrupted) as exc:
+        failure = {"result": False, "error": str(exc), "cleanup": getattr(exc, "cleanup", [])}
         log.error("mysqlsnap backup failed: %s", exc)
         _fire("backup", "failed", failure)
         raise CommandExecutionError(

@@ -540,14 +540,21 @@ class Undo:
         return [label for label, _ in self._stack]
 
     def unwind(self):
+        """Undo everything; a SIGTERM arriving meanwhile waits until the undo is complete."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if main else None
         report = []
-        while self._stack:
-            label, action = self._stack.pop()
-            try:
-                action()
-                report.append(f"{label}: done")
-            except Exception as exc:  # noqa: BLE001 - report and go on undoing the rest
-                report.append(f"{label}: FAILED ({exc}) - do it by hand")
+        try:
+            while self._stack:
+                label, action = self._stack.pop()
+                try:
+                    action()
+                    report.append(f"{label}: done")
+                except Exception as exc:  # noqa: BLE001 - report and go on undoing the rest
+                    report.append(f"{label}: FAILED ({exc}) - do it by hand")
+        finally:
+            if main:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         return report
 
 

@@ -289,6 +289,19 @@ def test_undo_runs_newest_first_and_reports_failures():
     assert report == ["b: FAILED (busy) - do it by hand", "a: done"]
 
 
+def test_sigterm_during_undo_waits_until_everything_is_undone():
+    import os
+    import signal
+
+    done = []
+    undo = logic.Undo()
+    undo.push("first", lambda: done.append("first"))
+    undo.push("second", lambda: (os.kill(os.getpid(), signal.SIGTERM), done.append("second")))
+    with pytest.raises(logic.BackupInterrupted), logic.interruptible():
+        undo.unwind()
+    assert done == ["second", "first"]
+
+
 # ---------------------------------------------------------------- the LVM sequence (fakes)
 
 
