@@ -54,8 +54,11 @@
 
 {%- if problems %}
 nagios-client-pillar:
-  test.fail_without_changes:
-    - name: "nagios/client not applied: {{ problems | join('; ') }}"
+  test.configurable_test_state:
+    - changes: False
+    - result: False
+    - allow_test_mode_failure: True
+    - comment: {{ ('nagios/client not applied, nothing changed: ' ~ problems | join('; ')) | json }}
 {%- else %}
 
 {%- if c.pkgs %}

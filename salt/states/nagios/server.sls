@@ -55,8 +55,11 @@
 
 {%- if problems %}
 nagios-server-pillar:
-  test.fail_without_changes:
-    - name: "nagios/server not applied: {{ problems | join('; ') }}"
+  test.configurable_test_state:
+    - changes: False
+    - result: False
+    - allow_test_mode_failure: True
+    - comment: {{ ('nagios/server not applied, nothing changed: ' ~ problems | join('; ')) | json }}
 {%- else %}
 {%- set files = ['nagios.cfg', 'resource.cfg', 'webfarm.cfg'] %}
 {%- set context = {'s': s, 'hosts': hosts, 'user': nagios.user, 'plugin_dir': nagios.plugin_dir} %}
@@ -90,8 +93,7 @@ nagios-server-key:
     - require:
       - file: nagios-server-key-dir
   cmd.run:
-    - name: ssh-keygen -y -f {{ s.key }} > {{ s.key }}.pub
-    - runas: {{ s.nagios_user }}
+    - name: ssh-keygen -y -f {{ s.key }} > {{ s.key }}.pub && chmod 0644 {{ s.key }}.pub
     - onchanges:
       - file: nagios-server-key
 {%- else %}
@@ -100,9 +102,21 @@ nagios-server-key:
   cmd.run:
     - name: ssh-keygen -q -t ed25519 -N '' -C nagios@{{ grains.id }} -f {{ s.key }}
     - creates: {{ s.key }}
-    - runas: {{ s.nagios_user }}
     - require:
       - file: nagios-server-key-dir
+
+nagios-server-key-owner:
+  file.managed:
+    - names:
+      - {{ s.key }}:
+        - mode: '0600'
+      - {{ s.key }}.pub:
+        - mode: '0644'
+    - replace: False
+    - user: {{ s.nagios_user }}
+    - group: {{ s.nagios_group }}
+    - require:
+      - cmd: nagios-server-key
 
 nagios-server-publish-key:
   module.run:
@@ -150,7 +164,7 @@ nagios-server-cleaner:
 nagios-server-hosts-list:
   file.managed:
     - name: {{ s.config_dir }}/webfarm-hosts.list
-    - contents: {{ hosts | map(attribute='name') | list | json }}
+    - contents: {{ (hosts | map(attribute='name') | join('\n') ~ '\n') | json }}
     - mode: '0644'
     - makedirs: True
 
@@ -175,6 +189,14 @@ nagios-server-check-result-path:
     - mode: '0750'
     - makedirs: True
 
+{%- if not hosts %}
+
+nagios-server-config:
+  test.configurable_test_state:
+    - changes: False
+    - result: True
+    - comment: "No host to monitor yet (none in pillar nagios:server:hosts, none published {{ nagios.mine_host_function }} to the mine): Nagios config left as it is"
+{%- else %}
 {%- for f in files %}
 
 nagios-server-staged-{{ f }}:
@@ -239,5 +261,6 @@ nagios-server-reload:
       - file: nagios-server-live-{{ f }}
 {%- endfor %}
 {%-   endif %}
+{%- endif %}
 {%- endif %}
 {%- endif %}
