@@ -395,3 +395,24 @@ def test_client_without_key_or_monitor_address_fails_cleanly(minion_config):
         assert "no monitoring public key" in only["comment"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_example_pillar_renders_the_production_layout(minion_config, repo_root):
+    """pillar/nagios.sls as shipped (plus one host) renders: systemd reload, cron cleaner."""
+    import yaml
+
+    pillar = yaml.safe_load((repo_root / "pillar" / "nagios.sls").read_text())
+    pillar["nagios"]["server"]["hosts"] = {
+        "web-s1-f1-m1": {"address": "10.77.1.11", "roles": ["web"]}
+    }
+    loaders = make_loaders(minion_config, pillar)
+    try:
+        low = loaders.modules.state.show_sls("nagios.server")
+    finally:
+        loaders.reset_state()
+    assert isinstance(low, dict), low
+    assert "running" in low["nagios-server-service"]["service"]
+    cron = low["nagios-server-cleaner-cron"]["cron"]
+    assert {"user": "nagios"} in cron
+    verify = low["nagios-server-verify"]["cmd"]
+    assert {"name": "/usr/sbin/nagios4 -v /etc/nagios4/staging/nagios.cfg"} in verify

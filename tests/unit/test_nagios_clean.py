@@ -1,0 +1,53 @@
+"""Pure parts of the stale control-socket cleaner (salt/states/nagios/files/nagios-ssh-clean.py)."""
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "salt" / "states" / "nagios" / "files" / "nagios-ssh-clean.py"
+
+
+def load_cleaner():
+    spec = importlib.util.spec_from_file_location("nagios_ssh_clean", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PROC_NET_UNIX = """Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 41001 /run/nagios-ssh/web1.AbCdEfGh12345678
+0000000000000000: 00000002 00000000 00010000 0001 01 41002 /run/nagios-ssh/web10
+0000000000000000: 00000003 00000000 00000000 0001 03 41003
+0000000000000000: 00000002 00000000 00010000 0001 01 41004 @/tmp/abstract
+0000000000000000: 00000002 00000000 00010000 0001 01 41005 /run/nagios-ssh/web1
+"""
+
+
+def test_parse_proc_net_unix_keeps_paths_only():
+    cleaner = load_cleaner()
+    sockets = cleaner.parse_proc_net_unix(PROC_NET_UNIX)
+    assert ("/run/nagios-ssh/web10", 41002) in sockets
+    assert all(path.startswith("/") for path, _ in sockets)
+    assert len(sockets) == 3
+
+
+def test_master_inodes_match_the_bound_temp_name_not_other_hosts():
+    cleaner = load_cleaner()
+    sockets = cleaner.parse_proc_net_unix(PROC_NET_UNIX)
+    assert cleaner.master_inodes(sockets, "/run/nagios-ssh/web1") == {41001, 41005}
+    assert cleaner.master_inodes(sockets, "/run/nagios-ssh/web10") == {41002}
+    assert cleaner.master_inodes(sockets, "/run/nagios-ssh/db1") == set()
+
+
+def test_read_hosts(tmp_path):
+    cleaner = load_cleaner()
+    hosts = tmp_path / "hosts.list"
+    hosts.write_text("web1\n\n  db1  \n")
+    assert cleaner.read_hosts(hosts) == {"web1", "db1"}
+    assert cleaner.read_hosts(None) is None
+
+
+def test_missing_control_dir_is_nothing_to_do(tmp_path, capsys):
+    cleaner = load_cleaner()
+    assert cleaner.main([str(tmp_path / "absent")]) == 0
+    assert capsys.readouterr().out == ""
