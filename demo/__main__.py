@@ -6,7 +6,18 @@ import shutil
 import sys
 import time
 
-from demo import netlab, salt_lab, topology
+from demo import netlab, salt_lab, step_accesslog, step_haproxy, step_policyroute, topology
+
+# Issue 9's numbered steps, in the order the demo runs them.
+STEPS = [step_haproxy, step_accesslog, step_policyroute]
+
+
+def steps_pillar():
+    merged = {}
+    for step in STEPS:
+        for minion_id, extra in step.pillar().items():
+            merged.setdefault(minion_id, {}).update(extra)
+    return merged
 
 
 class Step:
@@ -63,7 +74,7 @@ def up(args):
             for index, host in enumerate(hosts, start=1):
                 netlab.add_host(index, host.id, host.address)
         with Step("salt-master and one salt-minion daemon per host"):
-            pillar_dir = salt_lab.write_demo_pillar(hosts)
+            pillar_dir = salt_lab.write_demo_pillar(hosts, steps_pillar())
             salt_lab.write_master_config(pillar_dir)
             salt_lab.start_master()
             for host in hosts:
@@ -87,7 +98,14 @@ def up(args):
             bad = [r[0] for r in rows if r[3]] + [m for m in ids if m not in result]
             if bad:
                 raise RuntimeError(f"highstate failed on {', '.join(sorted(set(bad)))}")
-        with Step("the MOTD scroll (web-s1-f1-m1:/etc/motd, rooted under the demo dir)"):
+        for step in STEPS:
+            with Step(step.TITLE) as progress:
+                line = step.run()
+                seconds = time.monotonic() - progress.started
+                figures.setdefault("steps", []).append(
+                    f"{step.TITLE.split(':')[0]}: {line} ({seconds:.1f}s)"
+                )
+        with Step("step 7: the MOTD scroll (web-s1-f1-m1:/etc/motd, rooted under the demo dir)"):
             motd = salt_lab.host_root("web-s1-f1-m1") / "etc" / "motd"
             print(motd.read_text(), end="")
     except Exception as exc:  # noqa: BLE001 - a demo step reports and cleans up
@@ -99,6 +117,8 @@ def up(args):
     print("=" * 72)
     print(f"webfarm demo: {len(hosts)} minions + master, each a real daemon in its own netns")
     print(f"  highstate on all minions: {figures['highstate_s']:.1f}s   total: {total:.1f}s")
+    for line in figures.get("steps", []):
+        print(f"  {line}")
     print(f"  logs:  {salt_lab.STATE_DIR}/master/var/log/salt, .../minions/<id>/var/log/salt")
     print(
         f"  try:   ip netns exec {salt_lab.MASTER_NS} .venv/bin/salt -c {salt_lab.master_conf_dir()} '*' motd.scroll"

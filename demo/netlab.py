@@ -57,3 +57,26 @@ def destroy():
             ip("netns", "del", ns, check=False)
             gone.append(ns)
     return gone
+
+
+def add_uplink(host, ifname, gateway_ns, host_address, gateway_address, index, prefixlen=24):
+    """A second link for ``wf-<host>``: ``ifname`` = ``host_address`` facing ``gateway_ns``.
+
+    The gateway namespace (``wf-`` prefixed) also owns ``192.0.2.80`` on ``lo``, a far target
+    that answers only when a packet really went out through this uplink and can come back.
+    """
+    ns, gw = PREFIX + host, PREFIX + gateway_ns
+    host_end, gw_end = f"wfu{index}h", f"wfu{index}g"
+    ip("netns", "add", gw)
+    ip("link", "add", host_end, "type", "veth", "peer", "name", gw_end)
+    ip("link", "set", host_end, "netns", ns, "name", ifname)
+    ip("link", "set", gw_end, "netns", gw, "name", "eth0")
+    ip("addr", "add", f"{host_address}/{prefixlen}", "dev", ifname, netns=ns)
+    ip("addr", "add", f"{gateway_address}/{prefixlen}", "dev", "eth0", netns=gw)
+    ip("addr", "add", f"{FAR_TARGET}/32", "dev", "lo", netns=gw)
+    for link, where in ((ifname, ns), ("eth0", gw), ("lo", gw)):
+        ip("link", "set", link, "up", netns=where)
+    return gw
+
+
+FAR_TARGET = "192.0.2.80"

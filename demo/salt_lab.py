@@ -38,8 +38,11 @@ def _write_yaml(path, data):
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def write_demo_pillar(hosts):
-    """The repo's pillar top plus ``demo.sls``, which roots each host's files under its own dir."""
+def write_demo_pillar(hosts, per_host=None):
+    """The repo's pillar top plus ``demo.sls``, which roots each host's files under its own dir.
+
+    ``per_host`` maps a minion id to extra pillar only that minion gets (the demo steps').
+    """
     pillar_dir = STATE_DIR / "pillar"
     top = yaml.safe_load((REPO / "pillar" / "top.sls").read_text())
     top["base"].setdefault("*", []).append("demo")
@@ -53,6 +56,14 @@ def write_demo_pillar(hosts):
         "  cron_file: {{ root }}/etc/cron.d/webfarm-motd\n"
         "less:\n"
         "  profile_file: {{ root }}/etc/profile.d/webfarm-less.sh\n"
+        + "".join(
+            "{%- if grains['id'] == '"
+            + minion_id
+            + "' %}\n"
+            + yaml.safe_dump(extra, sort_keys=False)
+            + "{%- endif %}\n"
+            for minion_id, extra in (per_host or {}).items()
+        )
     )
     for host in hosts:
         for sub in ("etc/cron.d", "etc/profile.d"):

@@ -35,6 +35,19 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
         for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore"):
             row = next(line for line in out.splitlines() if line.strip().startswith(minion + " "))
             assert row.split()[3] == "0", row  # failed states
+        # step 1: both tiers up by salt, every session sticky to one site/farm, nothing failed
+        for lb in ("lb-primary", "lb-s1", "lb-s2"):
+            assert f"    {lb}: state.apply haproxy ok" in out
+        assert "requests: 24, failed: 0, sessions not sticky: 0" in out
+        assert "SITEID=" in out and "FARMID=" in out
+        # step 2: the log store names exactly the two clients that browsed /some/page
+        assert "$ salt logstore accesslog.visitors /some/page" in out
+        assert "visitors of /some/page: 10.77.0.2, 10.77.0.30" in out
+        # step 4: the unsourced route leaves by eth1, the eth2 source by table 2, pings answered
+        assert "192.0.2.80 via 198.51.100.254 dev eth1" in out
+        assert "from 203.0.113.10 via 203.0.113.254 dev eth2 table 2" in out
+        assert out.count("): answered") == 2 and "NO ANSWER" not in out
+        assert "step 4: 2 uplinks" in out
         assert " \\_ |  " in out and "    \\_/___" in out  # the scroll was printed
     finally:
         down = subprocess.run(

@@ -1,0 +1,123 @@
+"""Step 2: the web members' access logs shipped into SecantusDB on the log store, then
+"which IPs visited /some/page" answered by ``salt logstore accesslog.visitors``.
+
+SecantusDB (a MongoDB-wire server) runs in the logstore namespace on its topology address.
+Clients in three namespaces browse through lb-primary; every web member's real shipper
+(``salt://accesslog/files/webfarm_shipper.py``) imports that member's access log.
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pymongo
+
+from demo import netlab, salt_lab, step_haproxy, topology
+
+TITLE = "step 2: access logs shipped into SecantusDB on logstore; who visited /some/page"
+PAGE = "/some/page"
+SECANTUSD = Path(sys.executable).with_name("secantusd-py")
+SHIPPER = topology.REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
+# namespace -> the path its client browses
+BROWSERS = {"wf-master": PAGE, "wf-monitor": PAGE, "wf-db-replica": "/another/page"}
+
+
+def _store():
+    return topology.load()["logstore"]
+
+
+def uri():
+    store = _store()
+    return f"mongodb://{store['address']}:{store['port']}/"
+
+
+def pillar():
+    return {_store()["id"]: {"accesslog": {"store": {"uri": uri()}}}}
+
+
+def start_store(timeout=60):
+    store = _store()
+    root = salt_lab.host_root(store["id"]) / "secantus"
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(SECANTUSD), "--host", store["address"], "--port", str(store["port"]),
+        "--storage-path", str(root / "data"), "--log-level", "WARNING",
+    ]  # fmt: skip
+    with open(root / "secantusd.log", "ab") as log:
+        subprocess.Popen(
+            netlab.exec_argv(netlab.PREFIX + store["id"], argv),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=root, start_new_session=True,
+        )  # fmt: skip
+    ping = [
+        sys.executable, "-c",
+        "import pymongo,sys; pymongo.MongoClient(sys.argv[1], serverSelectionTimeoutMS=500)"
+        ".admin.command('ping')", uri(),
+    ]  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = subprocess.run(netlab.exec_argv(salt_lab.MASTER_NS, ping), capture_output=True)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"SecantusDB did not answer on {uri()} within {timeout}s; see {root}")
+
+
+def ship(host):
+    argv = [
+        sys.executable, str(SHIPPER), "--file", str(step_haproxy.access_log(host.id)),
+        "--uri", uri(), "--source", host.id, "--log-format", "combined",
+        "--spool-dir", str(salt_lab.host_root(host.id) / "spool" / "shipper"),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        netlab.exec_argv(netlab.PREFIX + host.id, argv), capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"shipper on {host.id} exited {proc.returncode}: {proc.stderr[-500:]}")
+
+
+def run():
+    """Start the store, browse, ship every member's log, ask the log store; the summary."""
+    pymongo.uri_parser.parse_uri(uri())
+    start_store()
+    requests = 0
+    for netns, path in BROWSERS.items():
+        sessions = step_haproxy.client_sessions(sessions=2, requests=3, path=path, netns=netns)
+        failed = sum(s["failed"] for s in sessions)
+        if failed:
+            raise RuntimeError(f"{failed} requests from {netns} to {path} failed")
+        requests += sum(len(s["served"]) for s in sessions)
+    webs = [h for h in topology.hosts() if h.grains["webfarm"]["role"] == "web"]
+    lines = 0
+    for host in webs:
+        log = step_haproxy.access_log(host.id)
+        lines += sum(1 for _ in log.open()) if log.exists() else 0
+        if log.exists():
+            ship(host)
+    print(
+        f"    {requests} requests browsed; {lines} access-log lines shipped from {len(webs)} members"
+    )
+    counts = salt_lab.salt(_store()["id"], "accesslog.counts").get(_store()["id"])
+    print(f"    $ salt logstore accesslog.counts\n      {counts}")
+    answer = salt_lab.salt(_store()["id"], "accesslog.visitors", PAGE).get(_store()["id"])
+    print(f"    $ salt logstore accesslog.visitors {PAGE}")
+    if not isinstance(answer, list):
+        raise RuntimeError(f"accesslog.visitors answered {answer!r}")
+    for row in answer:
+        print(
+            f"      {row['ip']:<12} hits {row['hits']:>3}  first {row['first']}  last {row['last']}"
+        )
+    want = {
+        topology.MASTER_ADDRESS if ns == salt_lab.MASTER_NS else _address(ns)
+        for ns, path in BROWSERS.items()
+        if path == PAGE
+    }
+    got = {row["ip"] for row in answer}
+    if got != want:
+        raise RuntimeError(f"visitors of {PAGE}: {sorted(got)}, wanted {sorted(want)}")
+    return f"{lines} log lines shipped; visitors of {PAGE}: {', '.join(sorted(got))}"
+
+
+def _address(netns):
+    return next(h.address for h in topology.hosts() if netlab.PREFIX + h.id == netns)

@@ -1,0 +1,125 @@
+"""Step 1: the HAProxy tiers up through ``salt://haproxy``, and sticky client sessions.
+
+Every web member runs :mod:`demo.httpapp` in its namespace on its topology address; the
+site LBs and the primary LB get configs rendered and HAProxy started by the haproxy SLS on
+their minions. A client in the master's namespace then keeps a few cookie sessions through
+the primary LB: each must stay on one site (SITEID) and one farm (FARMID).
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+from demo import netlab, salt_lab, topology
+
+TITLE = "step 1: HAProxy tiers up (salt://haproxy) and sticky sessions through lb-primary"
+SESSIONS, REQUESTS = 4, 6
+
+
+def _paths(minion_id):
+    run = salt_lab.host_root(minion_id) / "haproxy"
+    return {
+        "config": str(run / "haproxy.cfg"),
+        "pidfile": str(run / "haproxy.pid"),
+        "socket": str(run / "admin.sock"),
+        "state_file": str(run / "servers.state"),
+    }
+
+
+def pillar():
+    common = {"user": "", "group": "", "log": None, "check": {"inter": "500ms", "rise": 1}}
+    out = {}
+    for host in topology.hosts():
+        tier = {"lb-primary": "primary", "lb-site": "site"}.get(host.grains["webfarm"]["role"])
+        if tier:
+            out[host.id] = {"haproxy": {**common, tier: _paths(host.id)}}
+    return out
+
+
+def access_log(minion_id):
+    return salt_lab.host_root(minion_id) / "var" / "log" / "apache2" / "access.log"
+
+
+def start_backends(hosts):
+    for host in hosts:
+        where = host.grains["webfarm"]
+        if where["role"] != "web":
+            continue
+        pidfile = salt_lab.host_root(host.id) / "run" / "httpapp.pid"
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "demo.httpapp", "serve", "--address", host.address,
+            "--site", where["site"], "--farm", where["farm"], "--member", str(where["member"]),
+            "--pidfile", str(pidfile), "--access-log", str(access_log(host.id)),
+        ]  # fmt: skip
+        subprocess.run(
+            netlab.exec_argv(netlab.PREFIX + host.id, argv),
+            check=True, capture_output=True, cwd=topology.REPO, timeout=30,
+        )  # fmt: skip
+
+
+def client_sessions(sessions=SESSIONS, requests=REQUESTS, path="/", netns=salt_lab.MASTER_NS):
+    """Cookie-keeping sessions against the primary LB from ``netns``; per-session dicts."""
+    lb = topology.load()["primary_lb"][0]
+    argv = [
+        sys.executable, "-m", "demo.httpapp", "sessions", "--host", lb["address"],
+        "--port", str(lb["port"]), "--path", path, "--sessions", str(sessions),
+        "--requests", str(requests),
+    ]  # fmt: skip
+    proc = subprocess.run(
+        netlab.exec_argv(netns, argv),
+        capture_output=True, text=True, cwd=topology.REPO, timeout=120,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"client sessions failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def _wait_until_served(timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(not s["failed"] for s in client_sessions(sessions=1, requests=1)):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"lb-primary served no request within {timeout}s")
+
+
+def run():
+    """Start the web apps, apply the haproxy SLS on the LBs, run sticky sessions; the summary."""
+    hosts = topology.hosts()
+    start_backends(hosts)
+    lbs = [h.id for h in hosts if h.grains["webfarm"]["role"] in ("lb-primary", "lb-site")]
+    result = salt_lab.salt("-L", ",".join(lbs), "state.apply", "haproxy", timeout=120)
+    for minion_id in lbs:
+        states = result.get(minion_id)
+        if not isinstance(states, dict) or not states:
+            raise RuntimeError(f"state.apply haproxy on {minion_id} answered {states!r}")
+        failed = [s.get("comment", "?") for s in states.values() if s.get("result") is False]
+        if failed:
+            raise RuntimeError(f"state.apply haproxy on {minion_id}: {'; '.join(failed)}")
+        pid = (salt_lab.host_root(minion_id) / "haproxy" / "haproxy.pid").read_text().split()
+        print(f"    {minion_id}: state.apply haproxy ok, HAProxy master pid {pid[0]}")
+    _wait_until_served()
+    results = client_sessions()
+    failed = sum(s["failed"] for s in results)
+    unsticky = 0
+    for s in results:
+        places = sorted({f"{site}/{farm}" for site, farm, _member in s["served"]})
+        members = sorted({f"m{member}" for _site, _farm, member in s["served"]})
+        cookies = " ".join(f"{k}={v}" for k, v in sorted(s["cookies"].items()))
+        sticky = len(places) == 1
+        unsticky += not sticky
+        print(
+            f"    session {s['session']}: {cookies or 'no cookies'} -> "
+            f"{len(s['served'])}/{REQUESTS} served on {','.join(places) or '-'} "
+            f"(members {','.join(members) or '-'}){'' if sticky else '  NOT STICKY'}"
+        )
+    print(f"    requests: {SESSIONS * REQUESTS}, failed: {failed}, sessions not sticky: {unsticky}")
+    if failed or unsticky:
+        raise RuntimeError(f"{failed} failed requests, {unsticky} sessions not sticky")
+    sites = {s["served"][0][0] for s in results}
+    return (
+        f"{SESSIONS} sessions x {REQUESTS} requests, 0 failed, all sticky "
+        f"(sites used: {','.join(sorted(sites))})"
+    )
