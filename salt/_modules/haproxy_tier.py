@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import webfarm_events
+import webfarm_files
 import webfarm_haproxy
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -209,16 +210,6 @@ def validate(tier="site", site=None):
     return {"valid": True, "output": output}
 
 
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
-
-
 def _master_pid(settings):
     try:
         with open(settings["pidfile"], encoding="ascii") as handle:
@@ -284,7 +275,7 @@ def plan(tier="site", site=None):
     tier = _tier(tier)
     settings = _settings(tier)
     wanted = render(tier, site)
-    current = _read(settings["config"])
+    current = webfarm_files.read_text(settings["config"])
     return {
         "config": settings["config"],
         "changed": current != wanted,
@@ -300,22 +291,7 @@ def _write_state_file(settings):
     except CommandExecutionError as exc:
         log.warning("servers state not saved before reload: %s", exc)
         return
-    _atomic_write(settings["state_file"], text, 0o600)
-
-
-def _atomic_write(path, text, mode):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise CommandExecutionError(f"cannot write {path}: {exc}") from exc
+    webfarm_files.write_atomic(settings["state_file"], text, 0o600)
 
 
 def _wait_new_worker(settings, old_worker, timeout=RELOAD_TIMEOUT, resignal=None):
@@ -430,27 +406,20 @@ def apply(tier="site", site=None, start_if_stopped=True):
     settings = _settings(tier)
     wanted = render(tier, site)
     path = settings["config"]
-    current = _read(path)
+    current = webfarm_files.read_text(path)
     running = status(tier)["running"]
     result = {"config": path, "changed": False, "diff": "", "reloaded": None, "started": None}
     if current != wanted:
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(wanted)
-            os.chmod(tmp, 0o644)
+
+        def _validate(tmp):
             valid, output = _check_file(settings, tmp)
             if not valid:
                 raise CommandExecutionError(
                     f"haproxy -c rejected the new {tier} config, {path} and the running "
                     f"HAProxy are unchanged: {output}"
                 )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+
+        webfarm_files.write_atomic(path, wanted, 0o644, check=_validate)
         result.update(
             changed=True, diff=webfarm_haproxy.diff(current, wanted, path), previous=current
         )

@@ -13,8 +13,8 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 
+import webfarm_files
 import webfarm_motd
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -75,10 +75,7 @@ def scroll(text=None, width=None):
 
 
 def _read(path):
-    if path and os.path.isfile(path):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    return None
+    return webfarm_files.read_text(path) if path else None
 
 
 def _head(base):
@@ -128,15 +125,5 @@ def update(target="/etc/motd", base="/etc/motd_base", pinned="/etc/motd_pinned",
     """
     text = (_read(pinned) or "").strip() or None
     content = _head(base) + scroll(text=text, width=width)
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".motd.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except OSError as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise CommandExecutionError(f"cannot write {target}: {exc}") from exc
+    webfarm_files.write_atomic(target, content, 0o644)
     return {"target": target, "lines": content.count("\n"), "pinned": text is not None}

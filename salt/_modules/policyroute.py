@@ -31,9 +31,9 @@ import os
 import socket
 import struct
 import sys
-import tempfile
 
 import webfarm_events
+import webfarm_files
 import webfarm_policyroute as pr
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -383,16 +383,6 @@ def _files(iproute2_dir):
     )
 
 
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CommandExecutionError(f"cannot read {path}: {exc}") from exc
-
-
 def _file_plan(iproute2_dir, names):
     """``{path: new content or None (remove)}`` for the files that differ."""
     tables_path, protos_path = _files(iproute2_dir)
@@ -400,7 +390,7 @@ def _file_plan(iproute2_dir, names):
         tables_path: pr.render_rt_tables(names) if names else None,
         protos_path: pr.render_rt_protos(),
     }
-    return {path: text for path, text in wanted.items() if _read(path) != text}
+    return {path: text for path, text in wanted.items() if webfarm_files.read_text(path) != text}
 
 
 def _file_changes(file_plan):
@@ -420,22 +410,11 @@ def _write_files(file_plan):
             except FileNotFoundError:
                 pass
             continue
-        directory = os.path.dirname(path)
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".webfarm.", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except OSError:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        webfarm_files.write_atomic(path, text, 0o644)
 
 
 def _known_names(iproute2_dir):
-    text = _read(_files(iproute2_dir)[0])
+    text = webfarm_files.read_text(_files(iproute2_dir)[0])
     return pr.parse_rt_tables(text) if text else {}
 
 
@@ -481,7 +460,7 @@ def _run(nl, plan, index, file_plan, action):
     if outcome.ok:
         try:
             _write_files(file_plan)
-        except OSError as exc:
+        except (OSError, CommandExecutionError) as exc:
             undo = [op.inverse() for op in reversed(outcome.applied)]
             errors = nl.send(undo, index) if undo else []
             left = sum(err is not None for err in errors)
