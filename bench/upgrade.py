@@ -30,20 +30,8 @@ ROLLOUTS = ("2.0.1", "3.0.0", "3.0.1", "3.0.2")
 RESULTS = {}
 
 
-def _report(data):
-    if isinstance(data, dict):
-        changes = data.get("changes")
-        if isinstance(changes, dict) and isinstance(changes.get("return"), dict):
-            return changes["return"]
-        for value in data.values():
-            found = _report(value)
-            if found is not None:
-                return found
-    return None
-
-
 def test_bench_upgrade(upgrade_lab):
-    from tests.support.upgrade_lab import build_release
+    from tests.support.upgrade_lab import build_release, orchestrate_report
 
     for version in ROLLOUTS:
         build_release(upgrade_lab.dist, version)
@@ -54,7 +42,7 @@ def test_bench_upgrade(upgrade_lab):
             started = time.monotonic()
             ret = upgrade_lab.salt_run_cli.run("state.orchestrate", "upgrade", f"pillar={pillar}")
             wall = time.monotonic() - started
-            report = _report(ret.data)
+            report = orchestrate_report(ret.data)
             assert ret.returncode == 0 and report and report["result"], ret
             runs.append((version, wall, report))
     # pytest imports this file as another module: hand the figures to the script's copy.

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from tests.support.upgrade_lab import orchestrate_report
+
 pytestmark = pytest.mark.timeout(900)
 
 ALL_FARMS = {"s1/f1", "s1/f2", "s2/f1", "s2/f2"}
@@ -22,20 +24,7 @@ def _orchestrate(lab, upgrade):
     ret = lab.salt_run_cli.run(
         "state.orchestrate", "upgrade", f"pillar={json.dumps({'upgrade': upgrade})}"
     )
-    return ret, _report(ret.data)
-
-
-def _report(data):
-    """The runner's report inside the orchestrate output."""
-    if isinstance(data, dict):
-        changes = data.get("changes")
-        if isinstance(changes, dict) and isinstance(changes.get("return"), dict):
-            return changes["return"]
-        for value in data.values():
-            found = _report(value)
-            if found is not None:
-                return found
-    return None
+    return ret, orchestrate_report(ret.data)
 
 
 def _versions(lab):

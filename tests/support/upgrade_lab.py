@@ -577,3 +577,16 @@ def upgrade_lab(salt_factories, tmp_path_factory):
         if started:
             started[0].terminate()
         lab.stop()
+
+
+def orchestrate_report(data):
+    """The upgrade runner's report inside ``state.orchestrate`` output (None when absent)."""
+    if isinstance(data, dict):
+        changes = data.get("changes")
+        if isinstance(changes, dict) and isinstance(changes.get("return"), dict):
+            return changes["return"]
+        for value in data.values():
+            found = orchestrate_report(value)
+            if found is not None:
+                return found
+    return None
