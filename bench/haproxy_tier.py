@@ -25,17 +25,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "salt" / "_utils"))
+sys.path.insert(0, str(REPO))
 
 import webfarm_haproxy as wh  # noqa: E402
 
+from tests.support._net import free_port  # noqa: E402
+
 RUNS = 3
 WRK_SECONDS = 5
-
-
-def free_port(address):
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def big_topology(sites=4, farms=32, members=16):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mongo import free_port
+from tests.support._net import free_port
 
 APACHE2 = shutil.which("apache2") or "/usr/sbin/apache2"
 MODULES = Path("/usr/lib/apache2/modules")

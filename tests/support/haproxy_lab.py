@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import webfarm_haproxy
 
+from tests.support._net import free_port
+
 SITES = ("s1", "s2")
 FARMS = ("f1", "f2")
 MEMBERS = (1, 2)
@@ -61,12 +63,6 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         pass  # health checks close with a reset; not an error of the test
-
-
-def free_port(address="127.0.0.1"):
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def start_backend(address, identity):

@@ -11,7 +11,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -22,17 +21,13 @@ from pathlib import Path
 import pymysql
 import pytest
 
+from tests.support._net import free_port
+
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
 BACKUP_USER = "backup"
 BACKUP_PASSWORD = "Bk-s3cret-9f2c"  # a lab secret; tests check it never leaks
 REPL_PASSWORD = "repl-pw-lab"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(cmd, timeout=120):

@@ -4,11 +4,9 @@
 stop and restart (outage tests). Servers are stopped by PID; data lives under a tmp dir.
 """
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support._net import free_port
+
 SECANTUSD = Path(sys.executable).with_name("secantusd-py")
-
-
-def free_port(host="127.0.0.1"):
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class MongoServer:

@@ -17,14 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support._net import free_port
+
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
-
-
-def free_port(host="127.0.0.1"):
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def short_tmpdir(prefix):

@@ -28,6 +28,7 @@ import pytest
 import webfarm_haproxy
 import webfarm_upgrade
 
+from tests.support._net import free_port
 from tests.support.haproxy_lab import Instance, haproxy_pillar, wait_for
 from tests.support.salt_daemons import PillarOverrides, master_config, webfarm_grains
 
@@ -75,12 +76,6 @@ clearstatcache(true);
 $root = getenv('APP_ROOT');
 require $root . '/' . readlink($root . '/current') . '/index.php';
 """
-
-
-def free_port(address="127.0.0.1"):
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return sock.getsockname()[1]
 
 
 def wait_port(address, port, timeout=15, proc=None):
