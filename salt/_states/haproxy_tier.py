@@ -45,6 +45,13 @@ def configured(name, tier="site", site=None, start=True):
         ``site`` (default) or ``primary``.
     site
         Site tier: which site (default pillar ``haproxy:site:name`` / grain ``webfarm:site``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-s*' state.single haproxy_tier.configured site-lb tier=site
+        salt lb-primary state.single haproxy_tier.configured primary-lb tier=primary test=True
     """
     ret = _ret(name, f"HAProxy {tier} config is already as wanted and running")
     try:
@@ -116,6 +123,12 @@ def drained(name, server=None, tier="site", timeout=60, socket=None):
 
     Its sticky clients move to another farm of the site without a failed request.
     Fires ``webfarm/haproxy/<name>/drained``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb-s1 state.single haproxy_tier.drained f1 timeout=120
     """
     ret = _ret(name, f"{name} is already drained (maint)")
     try:
@@ -151,6 +164,12 @@ def ready(name, server=None, tier="site", socket=None):
     The farm ``name`` (a site with ``tier: primary``), or its ``server``, takes traffic.
 
     Fires ``webfarm/haproxy/<name>/ready`` when something changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt lb-s1 state.single haproxy_tier.ready f1
     """
     ret = _ret(name, f"{name} is already ready")
     try:

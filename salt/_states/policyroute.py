@@ -52,6 +52,13 @@ def managed(
         managed and webfarm routes/rules no longer in it are removed.
     default, tables, netns, iproute2_dir, config_file
         As for ``policyroute.apply``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 state.single policyroute.managed webfarm
+        salt web1 state.single policyroute.managed webfarm table=uplink1 test=True
     """
     ret = {
         "name": name,
@@ -87,6 +94,12 @@ def managed(
 def absent(name, netns=None, iproute2_dir=None):
     """
     Remove webfarm's rules and routes of table ``name`` (name or id) and its name entry.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web1 state.single policyroute.absent uplink1
     """
     ret = {
         "name": name,
