@@ -6,10 +6,18 @@ import shutil
 import sys
 import time
 
-from demo import netlab, salt_lab, step_accesslog, step_haproxy, step_policyroute, topology
+from demo import (
+    netlab,
+    salt_lab,
+    step_accesslog,
+    step_haproxy,
+    step_nagios,
+    step_policyroute,
+    topology,
+)
 
 # Issue 9's numbered steps, in the order the demo runs them.
-STEPS = [step_haproxy, step_accesslog, step_policyroute]
+STEPS = [step_haproxy, step_accesslog, step_policyroute, step_nagios]
 
 
 def steps_pillar():
@@ -131,6 +139,7 @@ def up(args):
 def down(args=None, quiet=False, keep_logs=False):
     left = salt_lab.stop_all()
     gone = netlab.destroy()
+    step_nagios.cleanup()
     if not keep_logs:
         shutil.rmtree(salt_lab.STATE_DIR, ignore_errors=True)
     if not quiet:

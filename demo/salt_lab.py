@@ -168,6 +168,15 @@ def _pids():
     return sorted(set(pids))
 
 
+def _alive(pid):
+    """A zombie (a daemon the demo itself started, not yet reaped) counts as stopped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def stop_all(timeout=20):
     pids = _pids()
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -177,9 +186,9 @@ def stop_all(timeout=20):
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.2)
-        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        pids = [p for p in pids if _alive(p)]
         if not pids:
             break
     return pids

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.timeout(900)
 def demo_dir():
     # Short on purpose: salt's unix sockets live below it (sun_path is 108 bytes).
     parent = Path(tempfile.mkdtemp(prefix="wfd", dir="/tmp"))
+    parent.chmod(0o755)  # the demo's Nagios check user must reach its shell below it
     yield parent / "demo"
     shutil.rmtree(parent, ignore_errors=True)
 
@@ -31,6 +32,7 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
+        print(out)  # shown with -rP: the README's excerpt comes from here
         assert "15 minions + master" in out
         for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore"):
             row = next(line for line in out.splitlines() if line.strip().startswith(minion + " "))
@@ -48,6 +50,14 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
         assert "from 203.0.113.10 via 203.0.113.254 dev eth2 table 2" in out
         assert out.count("): answered") == 2 and "NO ANSWER" not in out
         assert "step 4: 2 uplinks" in out
+        # step 5: two checks over one ssh login, both escapes refused
+        assert out.count("check_by_ssh check_load -> exit 0: LOAD OK") == 2
+        assert "sshd logins for 2 checks: 1 (ControlPersist master reused)" in out
+        # refused by the restricted shell on the far side, not by ssh
+        assert "escape ssh ... /bin/sh -c id: exit 1: " in out
+        assert "restricted: cannot specify `/' in command names" in out
+        assert "escape ssh ... 'cat /etc/passwd': exit 127: " in out
+        assert "2 escapes refused" in out
         assert " \\_ |  " in out and "    \\_/___" in out  # the scroll was printed
     finally:
         down = subprocess.run(
@@ -57,5 +67,6 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [ns for ns in netlab.namespaces() if ns.startswith(netlab.PREFIX)]
     assert not demo_dir.exists()
+    assert subprocess.run(["id", "wfdemonag"], capture_output=True).returncode != 0
     leftover = subprocess.run(["pgrep", "-f", str(demo_dir)], capture_output=True)
     assert leftover.returncode == 1, leftover.stdout
