@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -219,10 +220,13 @@ def test_sigterm_while_server_down_spools_then_next_run_replays(
 
 @pytest.mark.timeout(60)
 def test_spool_bound_raises_alert_and_counts_drops(shared_data, tmp_path):
-    from tests.support.mongo import free_port
+    from tests.support._net import free_port
 
     lines = tagged_lines(shared_data)[:3000]
     uri = f"mongodb://127.0.0.1:{free_port()}/"
+    fired = tmp_path / "alert-fired.json"
+    # Stands in for `salt-call event.send webfarm/accesslog/spool/alert`: records its last argument.
+    recorder = [sys.executable, "-c", "import sys; open(sys.argv[1], 'w').write(sys.argv[2])"]
     proc = shipper(
         tmp_path,
         uri,
@@ -237,6 +241,8 @@ def test_spool_bound_raises_alert_and_counts_drops(shared_data, tmp_path):
         "0.5",
         "--drain-timeout",
         "0.5",
+        "--alert-command",
+        shlex.join([*recorder, str(fired)]),
     )
     began = time.perf_counter()
     proc.stdin.write(b"".join(line + b"\n" for line in lines))
@@ -247,6 +253,10 @@ def test_spool_bound_raises_alert_and_counts_drops(shared_data, tmp_path):
     alert = tmp_path / "spool-bound" / "ALERT"
     assert alert.exists(), err
     assert json.loads(alert.read_text())["max_bytes"] == 200000
+    deadline = time.monotonic() + 10
+    while not fired.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert json.loads(fired.read_text()) == json.loads(alert.read_text())
     assert "alert ratio" in err and "spool full" in err
     assert status["alert"] is True
     assert status["dropped"] > 0

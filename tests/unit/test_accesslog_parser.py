@@ -200,3 +200,16 @@ def test_settings_from_config_file_and_flags(tmp_path):
     config.write_text('{"databse": "typo"}')
     with pytest.raises(SystemExit):
         shipper.load_settings(["--config", str(config)])
+
+
+def test_alert_command_is_an_argument_list(tmp_path):
+    settings = shipper.load_settings(["--alert-command", "salt-call event.send 'a b'"])
+    assert settings["alert_command"] == ["salt-call", "event.send", "a b"]
+    config = tmp_path / "shipper.json"
+    config.write_text('{"alert_command": "not a list"}')
+    assert shipper.load_settings(["--config", str(config)])["alert_command"] == ["not", "a", "list"]
+    config.write_text('{"alert_command": [1, 2]}')
+    with pytest.raises(SystemExit):
+        shipper.load_settings(["--config", str(config)])
+    with pytest.raises(SystemExit):
+        shipper.load_settings(["--alert-command", ""])

@@ -30,7 +30,11 @@ At ``spool_alert_ratio`` of the bound the shipper logs a WARNING once, creates t
 ``<spool_dir>/ALERT`` (a JSON object: bytes used, bound, time) and sets ``"alert": true`` in the
 status file (``status_file``, JSON, rewritten every second); the flag file is removed when the
 spool falls back under the ratio. Monitoring checks the flag file (Nagios: ``check_file_age``
-with ``-f``/``check_file_exists``-style checks) - no Salt is needed on the alert path. At the
+with ``-f``/``check_file_exists``-style checks) - no Salt is needed on the alert path. When
+``alert_command`` is set (an argument list; on the command line one shell-quoted string), it is
+started once per alert, without waiting for it, with the flag file's JSON as its last argument:
+the ``accesslog`` SLS sets it to ``salt-call event.send webfarm/accesslog/spool/alert`` so
+reactors see it. At the
 bound itself, ``on_spool_full`` decides: ``drop`` (default: count the lines in ``dropped`` and
 log; Apache keeps serving) or ``block`` (stop reading; Apache stalls on the full pipe).
 
@@ -47,8 +51,10 @@ import os
 import queue
 import re
 import select
+import shlex
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -371,10 +377,12 @@ class Spool:
     FIRST = 10**12
     SEGMENT_BYTES = 8 << 20
 
-    def __init__(self, directory, max_bytes, alert_ratio=0.8, lock_wait=10.0):
+    def __init__(self, directory, max_bytes, alert_ratio=0.8, lock_wait=10.0, alert_command=None):
         self.dir = directory
         self.max_bytes = int(max_bytes)
         self.alert_ratio = float(alert_ratio)
+        self.alert_command = list(alert_command or [])
+        self._alert_procs = []
         os.makedirs(directory, mode=0o750, exist_ok=True)
         self._lockfile = open(os.path.join(directory, "lock"), "a+")  # noqa: SIM115
         deadline = time.monotonic() + lock_wait
@@ -423,6 +431,7 @@ class Spool:
             payload = {"bytes": self.bytes, "max_bytes": self.max_bytes, "since": time.time()}
             with open(self._alert_path, "w", encoding="utf-8") as handle:
                 json.dump(payload, handle)
+            self._run_alert_command(payload)
         elif not alert and self.alert:
             log.warning("spool %s back under the alert ratio (%d bytes)", self.dir, self.bytes)
             try:
@@ -430,6 +439,23 @@ class Spool:
             except FileNotFoundError:
                 pass
         self.alert = alert
+
+    def _run_alert_command(self, payload):
+        self._alert_procs = [proc for proc in self._alert_procs if proc.poll() is None]
+        if not self.alert_command:
+            return
+        try:
+            self._alert_procs.append(
+                subprocess.Popen(
+                    [*self.alert_command, json.dumps(payload)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        except OSError as exc:
+            log.error("alert command %s failed to start: %s", self.alert_command[0], exc)
 
     @staticmethod
     def _encode(lines):
@@ -657,6 +683,7 @@ DEFAULTS = {
     "spool_dir": "/var/spool/webfarm-shipper",
     "spool_max_bytes": 1 << 30,
     "spool_alert_ratio": 0.8,
+    "alert_command": None,
     "on_spool_full": "drop",
     "drain_timeout": 10.0,
     "max_line_bytes": 1 << 16,
@@ -675,7 +702,10 @@ class Shipper:
         self.source = settings["source"] or socket.gethostname()
         self.queue = queue.Queue(maxsize=int(settings["queue_batches"]))
         self.spool = Spool(
-            settings["spool_dir"], settings["spool_max_bytes"], settings["spool_alert_ratio"]
+            settings["spool_dir"],
+            settings["spool_max_bytes"],
+            settings["spool_alert_ratio"],
+            alert_command=settings["alert_command"],
         )
         self._lock = threading.Lock()
         self._pending = []
@@ -924,6 +954,14 @@ def load_settings(argv=None):
     settings["log_level"] = settings.get("log_level") or args.log_level
     if settings["on_spool_full"] not in ("drop", "block"):
         parser.error("on_spool_full must be drop or block")
+    if isinstance(settings["alert_command"], str):
+        settings["alert_command"] = shlex.split(settings["alert_command"])
+    if settings["alert_command"] is not None and not (
+        isinstance(settings["alert_command"], list)
+        and settings["alert_command"]
+        and all(isinstance(arg, str) for arg in settings["alert_command"])
+    ):
+        parser.error("alert_command must be a non-empty list of strings")
     return settings
 
 
