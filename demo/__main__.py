@@ -11,13 +11,14 @@ from demo import (
     salt_lab,
     step_accesslog,
     step_haproxy,
+    step_mysqlsnap,
     step_nagios,
     step_policyroute,
     topology,
 )
 
 # Issue 9's numbered steps, in the order the demo runs them.
-STEPS = [step_haproxy, step_accesslog, step_policyroute, step_nagios]
+STEPS = [step_haproxy, step_accesslog, step_mysqlsnap, step_policyroute, step_nagios]
 
 
 def steps_pillar():
@@ -81,6 +82,9 @@ def up(args):
             netlab.add_host(0, "master", topology.MASTER_ADDRESS)
             for index, host in enumerate(hosts, start=1):
                 netlab.add_host(index, host.id, host.address)
+        # Mounted before the minions start: each gets a private copy of the mount table.
+        with Step("MariaDB on db-primary and db-replica (replica datadir on btrfs, loop)"):
+            print(f"    {step_mysqlsnap.setup()}")
         with Step("salt-master and one salt-minion daemon per host"):
             pillar_dir = salt_lab.write_demo_pillar(hosts, steps_pillar())
             salt_lab.write_master_config(pillar_dir)
@@ -140,6 +144,7 @@ def down(args=None, quiet=False, keep_logs=False):
     left = salt_lab.stop_all()
     gone = netlab.destroy()
     step_nagios.cleanup()
+    step_mysqlsnap.cleanup()
     if not keep_logs:
         shutil.rmtree(salt_lab.STATE_DIR, ignore_errors=True)
     if not quiet:

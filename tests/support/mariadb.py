@@ -184,22 +184,26 @@ def install_datadir(datadir):
     _chown_mysql(datadir)
 
 
-def start_server(name, rundir, datadir, server_id, port=None, extra=(), timeout=60):
-    """Start ``mariadbd`` as ``mysql`` on 127.0.0.1:``port`` with binlog + GTID, wait until
-    it answers, return a :class:`Server`. ``rundir`` holds its socket, pid file and log."""
+def start_server(
+    name, rundir, datadir, server_id, port=None, extra=(), timeout=60, bind="127.0.0.1", wrap=()
+):
+    """Start ``mariadbd`` as ``mysql`` on ``bind``:``port`` with binlog + GTID, wait until
+    it answers, return a :class:`Server`. ``rundir`` holds its socket, pid file and log;
+    ``wrap`` prefixes the command (the demo's ``ip netns exec <ns>``, which execs it)."""
     rundir = Path(rundir)
     rundir.mkdir(mode=0o755, parents=True, exist_ok=True)
     _chown_mysql(rundir)
-    port = port or free_port()
+    port = port or free_port(bind)
     sock = str(rundir / f"{name}.sock")
     pid_file = rundir / f"{name}.pid"
     log_file = rundir / f"{name}.err"
     cmd = [
+        *wrap,
         MARIADBD,
         "--no-defaults",
         f"--datadir={datadir}",
         f"--port={port}",
-        "--bind-address=127.0.0.1",
+        f"--bind-address={bind}",
         f"--socket={sock}",
         f"--pid-file={pid_file}",
         f"--log-error={log_file}",
@@ -235,15 +239,17 @@ def start_server(name, rundir, datadir, server_id, port=None, extra=(), timeout=
             time.sleep(0.1)
 
 
-def create_users(primary):
+def create_users(primary, repl_host="127.0.0.1"):
     for host in ("127.0.0.1", "localhost"):
         primary.query(
             f"CREATE USER IF NOT EXISTS '{BACKUP_USER}'@'{host}' IDENTIFIED BY %s",
             (BACKUP_PASSWORD,),
         )
         primary.query(f"GRANT ALL PRIVILEGES ON *.* TO '{BACKUP_USER}'@'{host}'")
-    primary.query("CREATE USER IF NOT EXISTS 'repl'@'127.0.0.1' IDENTIFIED BY %s", (REPL_PASSWORD,))
-    primary.query("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+    primary.query(
+        f"CREATE USER IF NOT EXISTS 'repl'@'{repl_host}' IDENTIFIED BY %s", (REPL_PASSWORD,)
+    )
+    primary.query(f"GRANT REPLICATION SLAVE ON *.* TO 'repl'@'{repl_host}'")
 
 
 def create_app_schema(primary):
@@ -258,16 +264,17 @@ def create_app_schema(primary):
     )
 
 
-def start_replication(replica, primary, gtid_slave_pos=None):
-    """Point ``replica`` at ``primary`` with GTID (from ``gtid_slave_pos`` when given)."""
+def start_replication(replica, primary, gtid_slave_pos=None, host="127.0.0.1"):
+    """Point ``replica`` at ``primary`` (reached at ``host``) with GTID (from
+    ``gtid_slave_pos`` when given)."""
     replica.query("STOP SLAVE")
     replica.query("RESET SLAVE ALL")
     if gtid_slave_pos is not None:
         replica.query("SET GLOBAL gtid_slave_pos = %s", (gtid_slave_pos,))
     replica.query(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='repl', "
+        "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER='repl', "
         "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
-        (primary.port, REPL_PASSWORD),
+        (host, primary.port, REPL_PASSWORD),
     )
     replica.query("START SLAVE")
 
@@ -400,24 +407,32 @@ class Lab:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+def prepare_datadirs(base, btrfs):
+    """A fresh primary datadir ``base/primary`` and its copy as the replica's, in the
+    subvolume ``<btrfs>/mysql``; snapshots go to ``<btrfs>/snapshots``. Returns
+    ``(subvolume, snapshot_dir, primary_dir, replica_dir)``."""
+    subvolume = btrfs.mount / "mysql"
+    _run(["btrfs", "subvolume", "create", str(subvolume)])
+    snapshot_dir = btrfs.mount / "snapshots"
+    snapshot_dir.mkdir(mode=0o755)
+    primary_dir = Path(base) / "primary"
+    install_datadir(primary_dir)
+    replica_dir = subvolume / "data"
+    shutil.copytree(primary_dir, replica_dir, symlinks=True)
+    _chown_mysql(subvolume)
+    return subvolume, snapshot_dir, primary_dir, replica_dir
+
+
 def start_lab(btrfs_mb=1024, seed_rows=2000, prefix="webfarm-mariadb-"):
     """Primary + replica (GTID, caught up, ``app`` schema seeded) with the replica's datadir
     in the btrfs subvolume ``<btrfs>/mysql``; snapshots go to ``<btrfs>/snapshots``."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
     base.chmod(0o755)
-    btrfs = servers = None
+    btrfs = None
     servers = []
     try:
         btrfs = make_btrfs(base, btrfs_mb)
-        subvolume = btrfs.mount / "mysql"
-        _run(["btrfs", "subvolume", "create", str(subvolume)])
-        snapshot_dir = btrfs.mount / "snapshots"
-        snapshot_dir.mkdir(mode=0o755)
-        primary_dir = base / "primary"
-        install_datadir(primary_dir)
-        replica_dir = subvolume / "data"
-        shutil.copytree(primary_dir, replica_dir, symlinks=True)
-        _chown_mysql(subvolume)
+        subvolume, snapshot_dir, primary_dir, replica_dir = prepare_datadirs(base, btrfs)
         primary = start_server("primary", base / "run", primary_dir, 1)
         servers.append(primary)
         replica = start_server("replica", base / "run", replica_dir, 2)
