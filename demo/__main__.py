@@ -14,11 +14,12 @@ from demo import (
     step_mysqlsnap,
     step_nagios,
     step_policyroute,
+    step_upgrade,
     topology,
 )
 
 # Issue 9's numbered steps, in the order the demo runs them.
-STEPS = [step_haproxy, step_accesslog, step_mysqlsnap, step_policyroute, step_nagios]
+STEPS = [step_haproxy, step_accesslog, step_mysqlsnap, step_policyroute, step_nagios, step_upgrade]
 
 
 def steps_pillar():

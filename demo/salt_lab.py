@@ -119,20 +119,39 @@ def start_minion(host):
     subprocess.run(netlab.exec_argv(netlab.PREFIX + host.id, argv), check=True, capture_output=True)
 
 
-def salt(*args, timeout=300):
-    """Run the ``salt`` CLI against the lab master; returns the parsed ``--out=json --static``."""
-    argv = [
-        str(VENV_BIN / "salt"), "-c", str(master_conf_dir()), "--out=json", "--static",
-        f"--timeout={timeout}", *args,
-    ]  # fmt: skip
-    # The CLI reaches the master over TCP on its interface, so it runs in the master's netns.
+def _cli(binary, args, timeout):
     proc = subprocess.run(
-        netlab.exec_argv(MASTER_NS, argv), capture_output=True, text=True, timeout=timeout + 60
+        cli_argv(binary, "--out=json", *args), capture_output=True, text=True, timeout=timeout + 60
     )
     try:
         return json.loads(proc.stdout or "{}")
     except json.JSONDecodeError as exc:
-        raise RuntimeError(f"salt {' '.join(args)}: {proc.stderr.strip() or proc.stdout}") from exc
+        raise RuntimeError(
+            f"{binary} {' '.join(args)}: {proc.stderr.strip() or proc.stdout}"
+        ) from exc
+
+
+def salt(*args, timeout=300):
+    """Run the ``salt`` CLI against the lab master; returns the parsed ``--out=json --static``."""
+    return _cli("salt", ["--static", f"--timeout={timeout}", *args], timeout)
+
+
+def salt_run(*args, timeout=300):
+    """Run ``salt-run`` against the lab master; returns its parsed ``--out=json``."""
+    return _cli("salt-run", [f"--timeout={timeout}", *args], timeout)
+
+
+def cli_argv(binary, *args):
+    """The argument list that runs a salt CLI ``binary`` against the lab master: in the
+    master's netns, as the CLI reaches the master over TCP on its interface."""
+    return netlab.exec_argv(
+        MASTER_NS, [str(VENV_BIN / binary), "-c", str(master_conf_dir()), *args]
+    )
+
+
+def app_root(minion_id):
+    """A web member's release layout (``farm.release``): ``current`` -> ``releases/<v>``."""
+    return host_root(minion_id) / "srv" / "www" / "app"
 
 
 def wait_for_minions(ids, timeout=240):

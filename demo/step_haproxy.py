@@ -52,6 +52,7 @@ def start_backends(hosts):
             sys.executable, "-m", "demo.httpapp", "serve", "--address", host.address,
             "--site", where["site"], "--farm", where["farm"], "--member", str(where["member"]),
             "--pidfile", str(pidfile), "--access-log", str(access_log(host.id)),
+            "--app-root", str(salt_lab.app_root(host.id)),
         ]  # fmt: skip
         subprocess.run(
             netlab.exec_argv(netlab.PREFIX + host.id, argv),

@@ -1,6 +1,7 @@
-"""`make demo` end to end: the widest test. Runs ``python -m demo up`` then ``down``."""
+"""`make demo` end to end, the widest test: ``python -m demo up`` twice, then ``down``."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from demo import netlab
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(1500)
 
 
 @pytest.fixture
@@ -23,12 +24,24 @@ def demo_dir():
     shutil.rmtree(parent, ignore_errors=True)
 
 
-def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, demo_dir):
-    env = {**os.environ, "WEBFARM_DEMO_DIR": str(demo_dir)}
-    up = subprocess.run(
+def _up(repo_root, env):
+    return subprocess.run(
         [sys.executable, "-m", "demo", "up"],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=800,
     )  # fmt: skip
+
+
+def _loop_devices_under(path):
+    out = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "BACK-FILE"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [line for line in out.stdout.split() if line.startswith(str(path))]
+
+
+def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo_dir):
+    env = {**os.environ, "WEBFARM_DEMO_DIR": str(demo_dir)}
+    up = _up(repo_root, env)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
@@ -45,6 +58,15 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
         # step 2: the log store names exactly the two clients that browsed /some/page
         assert "$ salt logstore accesslog.visitors /some/page" in out
         assert "visitors of /some/page: 10.77.0.2, 10.77.0.30" in out
+        # step 3: the backup ran through salt under writes, its lock was short, verify passed
+        assert "$ salt db-replica mysqlsnap.backup" in out
+        lock_ms = float(re.search(r"read lock held ([\d.]+) ms", out).group(1))
+        assert 0 < lock_ms < 1000, lock_ms
+        written = int(re.search(r"(\d+) rows committed on db-primary meanwhile", out).group(1))
+        assert written > 0  # the writer kept committing while the backup ran
+        assert "replica of 10.77.0.20:3306 at gtid 0-1-" in out
+        assert "row counts of 2 tables match the manifest" in out
+        assert "0 errors; replica caught up again; snapshots left: 0" in out
         # step 4: the unsourced route leaves by eth1, the eth2 source by table 2, pings answered
         assert "192.0.2.80 via 198.51.100.254 dev eth1" in out
         assert "from 203.0.113.10 via 203.0.113.254 dev eth2 table 2" in out
@@ -58,7 +80,25 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
         assert "restricted: cannot specify `/' in command names" in out
         assert "escape ssh ... 'cat /etc/passwd': exit 127: " in out
         assert "2 escapes refused" in out
+        # step 6: the event started the rollout, farm by farm, under traffic with no failure
+        assert "-> 8 members on 1.0.0" in out
+        waves = re.findall(r"wave (\d): (s\d/f\d) on 2\.0\.0 in", out)
+        assert sorted(farm for _, farm in waves) == ["s1/f1", "s1/f2", "s2/f1", "s2/f2"]
+        assert [int(n) for n, _ in waves] == [1, 2, 3, 4]
+        traffic = re.search(
+            r"(\d+) requests in \d+ sessions, failed: (\d+), version regressions: (\d+)", out
+        )
+        assert int(traffic.group(1)) > 100 and traffic.group(2, 3) == ("0", "0"), traffic.group(0)
+        assert re.search(r"served: 1\.0\.0 x\d+, 2\.0\.0 x\d+;", out)  # both were live
+        assert "farm.version on the members now: 2.0.0\n" in out
         assert " \\_ |  " in out and "    \\_/___" in out  # the scroll was printed
+        for step in range(1, 7):
+            assert f"  step {step}: " in out.split("=" * 72)[-2]  # in the summary
+        # a second run over the first: it tears the old lab down and comes up again
+        again = _up(repo_root, env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "step 6: 4 farms 1.0.0 -> 2.0.0" in again.stdout
+        assert len(_loop_devices_under(demo_dir)) == 1
     finally:
         down = subprocess.run(
             [sys.executable, "-m", "demo", "down"],
@@ -70,3 +110,6 @@ def test_demo_up_shows_highstate_and_scroll_then_down_leaves_nothing(repo_root, 
     assert subprocess.run(["id", "wfdemonag"], capture_output=True).returncode != 0
     leftover = subprocess.run(["pgrep", "-f", str(demo_dir)], capture_output=True)
     assert leftover.returncode == 1, leftover.stdout
+    assert _loop_devices_under(demo_dir) == []
+    with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
+        assert str(demo_dir) not in mounts.read()
