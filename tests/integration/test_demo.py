@@ -113,3 +113,19 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
     assert _loop_devices_under(demo_dir) == []
     with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
         assert str(demo_dir) not in mounts.read()
+
+
+def test_a_failed_step_says_which_and_why_and_tears_the_lab_down(repo_root):
+    parent = Path(tempfile.mkdtemp(prefix="wfd", dir="/tmp"))
+    try:
+        (parent / "file").write_text("")
+        env = {**os.environ, "WEBFARM_DEMO_DIR": str(parent / "file" / "demo")}
+        up = _up(repo_root, env)
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "    done in" in up.stdout.split("==> MariaDB")[0]  # the namespaces were made first
+    assert "!!  step failed: MariaDB on db-primary and db-replica" in up.stdout
+    assert "Not a directory" in up.stdout
+    assert "tearing the lab down" in up.stdout
+    assert not [ns for ns in netlab.namespaces() if ns.startswith(netlab.PREFIX)]
