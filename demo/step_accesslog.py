@@ -98,12 +98,10 @@ def run():
     print(
         f"    {requests} requests browsed; {lines} access-log lines shipped from {len(webs)} members"
     )
-    counts = salt_lab.salt(_store()["id"], "accesslog.counts").get(_store()["id"])
+    counts = salt_lab.call(_store()["id"], "accesslog.counts")
     print(f"    $ salt logstore accesslog.counts\n      {counts}")
-    answer = salt_lab.salt(_store()["id"], "accesslog.visitors", PAGE).get(_store()["id"])
     print(f"    $ salt logstore accesslog.visitors {PAGE}")
-    if not isinstance(answer, list):
-        raise RuntimeError(f"accesslog.visitors answered {answer!r}")
+    answer = salt_lab.call(_store()["id"], "accesslog.visitors", PAGE, want=list)
     for row in answer:
         print(
             f"      {row['ip']:<12} hits {row['hits']:>3}  first {row['first']}  last {row['last']}"

@@ -91,14 +91,8 @@ def run():
     hosts = topology.hosts()
     start_backends(hosts)
     lbs = [h.id for h in hosts if h.grains["webfarm"]["role"] in ("lb-primary", "lb-site")]
-    result = salt_lab.salt("-L", ",".join(lbs), "state.apply", "haproxy", timeout=120)
+    salt_lab.apply_state(lbs, "haproxy")
     for minion_id in lbs:
-        states = result.get(minion_id)
-        if not isinstance(states, dict) or not states:
-            raise RuntimeError(f"state.apply haproxy on {minion_id} answered {states!r}")
-        failed = [s.get("comment", "?") for s in states.values() if s.get("result") is False]
-        if failed:
-            raise RuntimeError(f"state.apply haproxy on {minion_id}: {'; '.join(failed)}")
         pid = (salt_lab.host_root(minion_id) / "haproxy" / "haproxy.pid").read_text().split()
         print(f"    {minion_id}: state.apply haproxy ok, HAProxy master pid {pid[0]}")
     _wait_until_served()

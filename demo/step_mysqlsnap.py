@@ -102,13 +102,6 @@ def setup():
     )
 
 
-def _salt_one(minion_id, *args, timeout=300):
-    answer = salt_lab.salt(minion_id, *args, timeout=timeout).get(minion_id)
-    if not isinstance(answer, dict):
-        raise RuntimeError(f"salt {minion_id} {' '.join(args)} answered {answer!r}")
-    return answer
-
-
 def run():
     primary, replica = _LAB["primary"], _LAB["replica"]
     writer = mariadb.Writer(primary, pause=0.002).start()
@@ -116,7 +109,7 @@ def run():
         time.sleep(1)
         print(f"    $ salt {REPLICA} mysqlsnap.backup   (writer inserting into {PRIMARY})")
         before = writer.rows
-        result = _salt_one(REPLICA, "mysqlsnap.backup")
+        result = salt_lab.call(REPLICA, "mysqlsnap.backup")
         during = writer.rows - before
     finally:
         rows = writer.stop()
@@ -136,7 +129,7 @@ def run():
         f"    rows at lock time: {tables}"
     )
     print(f"    $ salt {REPLICA} mysqlsnap.verify {result['backup_dir']}")
-    report = _salt_one(REPLICA, "mysqlsnap.verify", result["backup_dir"])
+    report = salt_lab.call(REPLICA, "mysqlsnap.verify", result["backup_dir"])
     if report.get("result") is not True:
         raise RuntimeError(f"mysqlsnap.verify: {report}")
     print(

@@ -134,13 +134,7 @@ def _ssh(*extra):
 def run():
     """Apply the client SLS, start sshd, check twice over one master, try escapes; summary."""
     cleanup()
-    result = salt_lab.salt(TARGET, "state.apply", "nagios.client", timeout=120)
-    states = result.get(TARGET)
-    if not isinstance(states, dict) or not states:
-        raise RuntimeError(f"state.apply nagios.client on {TARGET} answered {states!r}")
-    failed = [s.get("comment", "?") for s in states.values() if s.get("result") is False]
-    if failed:
-        raise RuntimeError(f"state.apply nagios.client on {TARGET}: {'; '.join(failed)}")
+    states = salt_lab.apply_state([TARGET], "nagios.client")[TARGET]
     print(f"    {TARGET}: state.apply nagios.client: {len(states)} states, 0 failed (user {USER})")
     log = _start_sshd()
     outputs = []

@@ -62,13 +62,7 @@ def run():
         netlab.add_uplink(
             HOST, ifname, uplink["gw_ns"], uplink["address"], uplink["gateway"], index
         )
-    result = salt_lab.salt(HOST, "state.apply", "routing", timeout=120)
-    states = result.get(HOST)
-    if not isinstance(states, dict) or not states:
-        raise RuntimeError(f"state.apply routing on {HOST} answered {states!r}")
-    failed = [s.get("comment", "?") for s in states.values() if s.get("result") is False]
-    if failed:
-        raise RuntimeError(f"state.apply routing on {HOST}: {'; '.join(failed)}")
+    states = salt_lab.apply_state([HOST], "routing")[HOST]
     print(f"    {HOST}: state.apply routing: {len(states)} states, 0 failed")
     expected = {
         None: f"via {UPLINKS['eth1']['gateway']} dev eth1",
