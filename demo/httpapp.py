@@ -23,9 +23,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-
-def version_key(version):
-    return tuple(int(part) if part.isdigit() else -1 for part in str(version).split("."))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "salt" / "_utils"))
+from webfarm_upgrade import version_key  # noqa: E402 - the product's own version order
 
 
 def release_version(app_root):
@@ -140,20 +139,30 @@ def sessions(args):
     return 0
 
 
-class _Traffic:
-    def __init__(self, args):
-        self.args = args
-        self.lock = threading.Lock()
-        self.requests, self.failures, self.regressions = 0, [], []
-        self.versions, self.sessions = {}, 0
+class Traffic:
+    """Browser-like sessions through ``host:port`` in threads until stopped.
+
+    Each thread runs sessions of ``per_session`` requests (own cookie jar: SITEID, FARMID,
+    APPV, ...) and starts a new one after. ``sessions`` maps a session to its
+    ``[(status, version, FARMID, SITEID)]``; ``failures`` lists every non-200 or error.
+    """
+
+    def __init__(self, host, port, path="/", threads=4, per_session=15, pause=0.02):
+        self.host, self.port, self.path = host, port, path
+        self.per_session, self.pause = per_session, pause
+        self.sessions = {}
+        self.failures = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
 
     def _request(self, jar):
-        conn = http.client.HTTPConnection(self.args.host, self.args.port, timeout=15)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=15)
         try:
-            headers = {"Connection": "close", "User-Agent": "webfarm-demo-traffic"}
+            headers = {"Connection": "close", "User-Agent": "webfarm-traffic"}
             if jar:
                 headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in sorted(jar.items()))
-            conn.request("GET", self.args.path, headers=headers)
+            conn.request("GET", self.path, headers=headers)
             response = conn.getresponse()
             body = response.read()
             _cookies(response, jar)
@@ -161,57 +170,76 @@ class _Traffic:
         finally:
             conn.close()
 
-    def session(self, number):
-        jar, served = {}, []
-        for _ in range(self.args.per_session):
-            if os.path.exists(self.args.stop_file):
-                break
-            try:
-                status, version, body = self._request(jar)
-            except (OSError, http.client.HTTPException) as exc:
-                status, version, body = None, None, repr(exc).encode()
-            with self.lock:
-                self.requests += 1
+    def _run(self, number):
+        session = 0
+        while not self._stop.is_set():
+            session += 1
+            key, jar, log = f"{number}-{session}", {}, []
+            with self._lock:
+                self.sessions[key] = log
+            for _ in range(self.per_session):
+                if self._stop.is_set():
+                    break
+                try:
+                    status, version, body = self._request(jar)
+                except (OSError, http.client.HTTPException) as exc:
+                    status, version, body = None, None, repr(exc).encode()
+                log.append((status, version, jar.get("FARMID"), jar.get("SITEID")))
                 if status != 200:
-                    self.failures.append([number, status, body[:120].decode(errors="replace")])
-                else:
-                    self.versions[version] = self.versions.get(version, 0) + 1
-                    served.append(version)
-            time.sleep(self.args.pause)
-        keys = [version_key(v) for v in served]
-        if keys != sorted(keys):
-            with self.lock:
-                self.regressions.append([number, served])
+                    with self._lock:
+                        self.failures.append((key, status, body[:200]))
+                time.sleep(self.pause)
 
-    def worker(self, index):
-        number = 0
-        while not os.path.exists(self.args.stop_file):
-            number += 1
-            with self.lock:
-                self.sessions += 1
-            self.session(f"{index}-{number}")
-
-    def run(self):
-        threads = [
-            threading.Thread(target=self.worker, args=(n,)) for n in range(self.args.threads)
-        ]
-        for thread in threads:
+    def __enter__(self):
+        for thread in self._threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def requests(self):
+        return sum(len(log) for log in self.sessions.values())
+
+    def regressions(self):
+        """Sessions whose version went down at some point: ``[(session, [versions])]``."""
+        out = []
+        for key, log in self.sessions.items():
+            versions = [v for status, v, _, _ in log if status == 200]
+            keys = [version_key(v) for v in versions]
+            if keys != sorted(keys):
+                out.append((key, versions))
+        return out
+
+    def versions(self):
+        """How many successful responses each version served."""
+        counts = {}
+        for log in self.sessions.values():
+            for status, version, _, _ in log:
+                if status == 200:
+                    counts[version] = counts.get(version, 0) + 1
+        return counts
+
+    def summary(self):
+        regressions = self.regressions()
         return {
-            "requests": self.requests,
-            "sessions": self.sessions,
+            "requests": self.requests(),
+            "sessions": len(self.sessions),
             "failed": len(self.failures),
-            "failures": self.failures[:5],
-            "regressions": self.regressions[:5],
-            "regressed_sessions": len(self.regressions),
-            "versions": self.versions,
+            "failures": [[k, s, b.decode(errors="replace")] for k, s, b in self.failures[:5]],
+            "regressed_sessions": len(regressions),
+            "regressions": regressions[:5],
+            "versions": self.versions(),
         }
 
 
 def traffic(args):
-    print(json.dumps(_Traffic(args).run()))
+    with Traffic(args.host, args.port, args.path, args.threads, args.per_session) as running:
+        while not os.path.exists(args.stop_file):
+            time.sleep(0.1)
+    print(json.dumps(running.summary()))
     return 0
 
 
@@ -237,7 +265,6 @@ def main(argv=None):
     t.add_argument("--stop-file", required=True)
     t.add_argument("--threads", type=int, default=4)
     t.add_argument("--per-session", type=int, default=15)
-    t.add_argument("--pause", type=float, default=0.02)
     args = parser.parse_args(argv)
     return {"serve": serve, "sessions": sessions, "traffic": traffic}[args.action](args)
 

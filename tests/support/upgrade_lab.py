@@ -14,7 +14,6 @@ resolved with readlink on every request, so a switched symlink is seen by the ne
 Processes are started with subprocess argument lists and stopped by PID.
 """
 
-import http.client
 import os
 import shutil
 import signal
@@ -26,8 +25,8 @@ from pathlib import Path
 
 import pytest
 import webfarm_haproxy
-import webfarm_upgrade
 
+from demo.httpapp import Traffic
 from tests.support._net import free_port
 from tests.support.haproxy_lab import Instance, haproxy_pillar, wait_for
 from tests.support.salt_daemons import PillarOverrides, master_config, webfarm_grains
@@ -246,86 +245,6 @@ def minion_id(site, farm, member):
     return f"u-web-{site}-{farm}-m{member}"
 
 
-class Traffic:
-    """Sticky browser-like sessions through the primary LB, every response recorded.
-
-    Each thread runs sessions of ``per_session`` requests (own cookie jar: SITEID, FARMID,
-    APPSID, APPV) and starts a new one after; ``sessions`` maps a session to its
-    ``[(status, version, farm cookie)]``; ``failures`` lists every non-200 or error.
-    """
-
-    def __init__(self, address, port, threads=6, per_session=15):
-        self.address, self.port = address, port
-        self.per_session = per_session
-        self.sessions = {}
-        self.failures = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
-
-    def _request(self, cookies):
-        conn = http.client.HTTPConnection(self.address, self.port, timeout=15)
-        try:
-            headers = {"Connection": "close"}
-            if cookies:
-                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
-            conn.request("GET", "/", headers=headers)
-            resp = conn.getresponse()
-            body = resp.read()
-            for header in resp.headers.get_all("Set-Cookie") or []:
-                name, _, value = header.split(";", 1)[0].partition("=")
-                cookies[name.strip()] = value.strip()
-            return resp.status, resp.headers.get("X-App-Version"), body
-        finally:
-            conn.close()
-
-    def _run(self, number):
-        session = 0
-        while not self._stop.is_set():
-            session += 1
-            key, cookies, log = f"{number}-{session}", {}, []
-            with self._lock:
-                self.sessions[key] = log
-            for _ in range(self.per_session):
-                if self._stop.is_set():
-                    break
-                try:
-                    status, version, body = self._request(cookies)
-                except (OSError, http.client.HTTPException) as exc:
-                    status, version, body = None, None, repr(exc).encode()
-                log.append((status, version, cookies.get("FARMID"), cookies.get("SITEID")))
-                if status != 200:
-                    with self._lock:
-                        self.failures.append((key, status, body[:200]))
-                time.sleep(0.02)
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
-
-    def requests(self):
-        return sum(len(log) for log in self.sessions.values())
-
-    def regressions(self):
-        """Sessions whose version went down at some point: ``[(session, [versions])]``."""
-        out = []
-        for key, log in self.sessions.items():
-            versions = [v for status, v, _, _ in log if status == 200]
-            keys = [webfarm_upgrade.version_key(v) for v in versions]
-            if keys != sorted(keys):
-                out.append((key, versions))
-        return out
-
-    def versions(self):
-        return {v for log in self.sessions.values() for status, v, _, _ in log if status == 200}
-
-
 class Monitor:
     """Polls every site LB's ``show servers state``: which farm members are not ``ready``."""
 
@@ -496,7 +415,7 @@ class UpgradeLab:
         return {site: self.instances[site] for site in SITES}
 
     def traffic(self, **kwargs):
-        return Traffic("127.0.0.1", self.primary_port, **kwargs)
+        return Traffic("127.0.0.1", self.primary_port, **{"threads": 6, **kwargs})
 
     def monitor(self):
         return Monitor(self.site_instances())
