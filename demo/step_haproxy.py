@@ -15,6 +15,7 @@ from demo import netlab, salt_lab, topology
 
 TITLE = "step 1: HAProxy tiers up (salt://haproxy) and sticky sessions through lb-primary"
 SESSIONS, REQUESTS = 4, 6
+TIERS = {"lb-primary": "primary", "lb-site": "site"}  # webfarm:role -> haproxy tier
 
 
 def _paths(minion_id):
@@ -31,7 +32,7 @@ def pillar():
     common = {"user": "", "group": "", "log": None, "check": {"inter": "500ms", "rise": 1}}
     out = {}
     for host in topology.hosts():
-        tier = {"lb-primary": "primary", "lb-site": "site"}.get(host.grains["webfarm"]["role"])
+        tier = TIERS.get(host.grains["webfarm"]["role"])
         if tier:
             out[host.id] = {"haproxy": {**common, tier: _paths(host.id)}}
     return out
@@ -77,25 +78,38 @@ def client_sessions(sessions=SESSIONS, requests=REQUESTS, path="/", netns=salt_l
     return json.loads(proc.stdout)
 
 
-def _wait_until_served(timeout=30):
+def _wait_until_up(lbs, timeout=30):
+    """Until every LB's health checks see all its servers UP (else the first sessions would
+    all go to whichever site came up first), and lb-primary serves a request."""
     deadline = time.monotonic() + timeout
+    down = {}
     while time.monotonic() < deadline:
-        if all(not s["failed"] for s in client_sessions(sessions=1, requests=1)):
+        down = {}
+        for minion_id, tier in lbs.items():
+            groups = salt_lab.call(minion_id, "haproxy_tier.servers", f"tier={tier}")
+            down[minion_id] = sorted(
+                name
+                for servers in groups.values()
+                for name, info in servers.items()
+                if info.get("status") != "UP"
+            )
+        if not any(down.values()) and not client_sessions(sessions=1, requests=1)[0]["failed"]:
             return
         time.sleep(0.5)
-    raise RuntimeError(f"lb-primary served no request within {timeout}s")
+    raise RuntimeError(f"HAProxy servers not UP within {timeout}s: {down}")
 
 
 def run():
     """Start the web apps, apply the haproxy SLS on the LBs, run sticky sessions; the summary."""
     hosts = topology.hosts()
     start_backends(hosts)
-    lbs = [h.id for h in hosts if h.grains["webfarm"]["role"] in ("lb-primary", "lb-site")]
-    salt_lab.apply_state(lbs, "haproxy")
+    roles = {h.id: h.grains["webfarm"]["role"] for h in hosts}
+    lbs = {minion_id: TIERS[role] for minion_id, role in roles.items() if role in TIERS}
+    salt_lab.apply_state(list(lbs), "haproxy")
     for minion_id in lbs:
         pid = (salt_lab.host_root(minion_id) / "haproxy" / "haproxy.pid").read_text().split()
         print(f"    {minion_id}: state.apply haproxy ok, HAProxy master pid {pid[0]}")
-    _wait_until_served()
+    _wait_until_up(lbs)
     results = client_sessions()
     failed = sum(s["failed"] for s in results)
     unsticky = 0

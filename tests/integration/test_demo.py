@@ -55,6 +55,7 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
             assert f"    {lb}: state.apply haproxy ok" in out
         assert "requests: 24, failed: 0, sessions not sticky: 0" in out
         assert "SITEID=" in out and "FARMID=" in out
+        assert "all sticky (sites used: s1,s2)" in out  # round robin over both sites, all UP
         # step 2: the log store names exactly the two clients that browsed /some/page
         assert "$ salt logstore accesslog.visitors /some/page" in out
         assert "visitors of /some/page: 10.77.0.2, 10.77.0.30" in out
