@@ -143,8 +143,8 @@ def up(args):
 
 def down(args=None, quiet=False, keep_logs=False):
     left = salt_lab.stop_all()
+    step_nagios.cleanup()  # while the namespaces still carry its ssh sessions
     gone = netlab.destroy()
-    step_nagios.cleanup()
     step_mysqlsnap.cleanup()
     if not keep_logs:
         shutil.rmtree(salt_lab.STATE_DIR, ignore_errors=True)

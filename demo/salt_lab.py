@@ -197,16 +197,22 @@ def _pids():
             continue
     # Daemons' children (salt's process manager forks) die with their parents; as a backstop,
     # any process whose command line names the lab's state dir goes too.
+    return sorted(set(pids + processes_naming(STATE_DIR)))
+
+
+def processes_naming(text):
+    """Pids of the processes (but this one) whose command line contains ``text``."""
+    pids = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if str(STATE_DIR) in cmdline and int(proc.name) != os.getpid():
+        if str(text) in cmdline:
             pids.append(int(proc.name))
-    return sorted(set(pids))
+    return pids
 
 
 def _alive(pid):
@@ -219,7 +225,12 @@ def _alive(pid):
 
 
 def stop_all(timeout=20):
-    pids = _pids()
+    """Stop every daemon of the lab; the pids that would not stop."""
+    return stop_pids(_pids(), timeout)
+
+
+def stop_pids(pids, timeout=20):
+    """SIGTERM, then SIGKILL what is left after ``timeout``; the pids that would not stop."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
             try:

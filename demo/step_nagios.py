@@ -1,24 +1,32 @@
-"""Step 5: a Nagios check over SSH with ControlPersist, and the restricted user refusing escapes.
+"""Step 5: nagios4 checks a host over SSH with ControlPersist; the check user refuses escapes.
 
 ``salt://nagios/client`` (pillar from the demo) makes the restricted check user on
 web-s1-f1-m1: a system user whose login shell runs only the linked plugins, whose key may
 only run commands and only from the monitor's address. An sshd of the demo's own runs in
-that host's namespace; from the monitor's namespace the ``check_by_ssh`` plugin runs twice
-through one ControlPersist master (one login), then two escapes are refused.
+that host's namespace. ``salt://nagios/server`` on monitor writes the Nagios config
+(validated with ``nagios4 -v`` before it goes live), and a real nagios4 daemon in the
+monitor's namespace runs its ``check_by_ssh`` service on a 2-second interval: two checks,
+one ssh login (the ControlPersist master). Then two escapes are refused.
 """
 
 import pwd
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from demo import netlab, salt_lab, topology
+from tests.support._nagios import parse_status
 
-TITLE = "step 5: Nagios check_by_ssh with ControlPersist; the restricted user refuses escapes"
+TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the restricted user refuses escapes"
 TARGET, MONITOR = "web-s1-f1-m1", "monitor"
 USER = "wfdemonag"
+SERVICE = "load"
 CHECK = "check_load -w 1000,1000,1000 -c 2000,2000,2000"
-PLUGIN = "/usr/lib/nagios/plugins/check_by_ssh"
+NAGIOS = "/usr/sbin/nagios4"
 SSHD = "/usr/sbin/sshd"
+# ssh binds ControlPath plus 17 characters; a Unix socket path must fit 108 bytes.
+CONTROL_DIR = Path("/run/wfdemo-nagios")
 
 
 def _address(minion_id):
@@ -37,17 +45,76 @@ def _key():
     return _monitor_dir() / "id_ed25519"
 
 
-def pillar():
-    """The client pillar for TARGET, with a fresh monitor key made under the monitor's dir."""
-    _monitor_dir().mkdir(parents=True, exist_ok=True)
-    if not _key().exists():
+def _host_key():
+    return _client_dir() / "sshd" / "ssh_host_ed25519_key"
+
+
+def _keygen(path, comment):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wfdemo-monitor", "-f", _key()],
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
             check=True, capture_output=True,
         )  # fmt: skip
-    pubkey = Path(f"{_key()}.pub").read_text().strip()
+    return Path(f"{path}.pub").read_text().strip()
+
+
+def _server_pillar(known_hosts_line):
+    mon, var = _monitor_dir(), _monitor_dir() / "var"
+    paths = {
+        "log_file": var / "nagios.log",
+        "status_file": var / "status.dat",
+        "lock_file": var / "nagios.pid",
+        "temp_file": var / "nagios.tmp",
+        "temp_path": var,
+        "command_file": var / "rw" / "nagios.cmd",
+        "query_socket": var / "rw" / "nagios.qh",
+        "check_result_path": var / "checkresults",
+        "object_cache_file": var / "objects.cache",
+        "precached_object_file": var / "objects.precache",
+        "state_retention_file": var / "retention.dat",
+        "config_dir": mon / "etc",
+        "staging_dir": mon / "etc" / "staging",
+        "key": _key(),
+        "known_hosts": mon / "known_hosts",
+        "cleaner": mon / "lib" / "nagios-ssh-clean",
+        "control_dir": CONTROL_DIR,
+    }
+    # Seconds instead of minutes (interval_length 1) so the demo sees two checks at once.
+    timing = {
+        "interval_length": 1, "status_update_interval": 1, "check_result_reaper_frequency": 1,
+        "inter_check_delay_method": "n", "max_check_spread": 1, "check_interval": 2,
+        "retry_interval": 1, "max_check_attempts": 1, "check_timeout": 10,
+        "retain_state_information": 0,
+    }  # fmt: skip
+    return {
+        **{key: str(path) for key, path in paths.items()},
+        **timing,
+        "pkgs": [],
+        "known_hosts_lines": [known_hosts_line],
+        "strict_host_key_checking": "yes",
+        "tmpfiles_dir": "",
+        "cleaner_cron": False,
+        "reload": "none",
+        "hosts_from_mine": False,
+        "hosts": {TARGET: {"address": _address(TARGET), "roles": ["web"], "port": 22}},
+        "services": {"*": [{"description": SERVICE, "check": CHECK}]},
+    }
+
+
+def pillar():
+    """TARGET's client pillar and monitor's server pillar, with fresh keys made for both:
+    the monitor's ssh key under its dir, the demo sshd's host key under TARGET's."""
+    pubkey = _keygen(_key(), "wfdemo-monitor")
+    kind, host_key = _keygen(_host_key(), "wfdemo-sshd").split()[:2]
     root = _client_dir()
     return {
+        MONITOR: {
+            "nagios": {
+                "user": USER,
+                "server": _server_pillar(f"{_address(TARGET)} {kind} {host_key}"),
+            }
+        },
         TARGET: {
             "nagios": {
                 "user": USER,
@@ -61,29 +128,34 @@ def pillar():
                     "pubkeys": [pubkey],
                 },
             }
-        }
+        },
     }
 
 
 def cleanup():
-    """Remove the check user the demo made (its home is under a demo host dir)."""
+    """Close nagios4's ssh masters (their sessions end on the far side), remove their socket
+    dir, and the check user the demo made (its home is under a demo host dir)."""
+    for socket in CONTROL_DIR.glob("*"):
+        subprocess.run(
+            ["ssh", "-O", "exit", "-o", f"ControlPath={socket}", TARGET],
+            capture_output=True, check=False, timeout=10,
+        )  # fmt: skip
+    salt_lab.stop_pids(salt_lab.processes_naming(CONTROL_DIR), timeout=5)  # sockets gone
+    shutil.rmtree(CONTROL_DIR, ignore_errors=True)
     try:
         entry = pwd.getpwnam(USER)
     except KeyError:
         return
     if "/hosts/" + TARGET + "/" in entry.pw_dir:
+        left = subprocess.run(["pgrep", "-u", USER], capture_output=True, text=True).stdout
+        salt_lab.stop_pids([int(pid) for pid in left.split()], timeout=5)
         subprocess.run(["userdel", USER], capture_output=True, check=False)
         subprocess.run(["groupdel", USER], capture_output=True, check=False)
 
 
 def _start_sshd():
-    work = _client_dir() / "sshd"
-    work.mkdir(parents=True, exist_ok=True)
-    host_key = work / "ssh_host_ed25519_key"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    work = _host_key().parent
+    host_key = _host_key()
     config = work / "sshd_config"
     config.write_text(
         f"ListenAddress {_address(TARGET)}\nPort 22\nHostKey {host_key}\n"
@@ -98,8 +170,6 @@ def _start_sshd():
         netlab.exec_argv(netlab.PREFIX + TARGET, [SSHD, "-f", str(config), "-E", str(work / "sshd.log")]),
         check=True, capture_output=True, timeout=30,
     )  # fmt: skip
-    kind, key = Path(f"{host_key}.pub").read_text().split()[:2]
-    (_monitor_dir() / "known_hosts").write_text(f"{_address(TARGET)} {kind} {key}\n")
     return work / "sshd.log"
 
 
@@ -119,11 +189,34 @@ def _in_monitor(argv):
     )
 
 
-def _check_by_ssh():
-    argv = [PLUGIN, "-H", _address(TARGET), "-l", USER, "-i", str(_key()), "-t", "20", "-C", CHECK]
-    for option in _ssh_options()[1::2]:
-        argv += ["-o", option]
-    return _in_monitor(argv)
+def _start_nagios():
+    var = _monitor_dir() / "var"
+    var.mkdir(mode=0o755, exist_ok=True)
+    nagios = pwd.getpwnam("nagios")
+    shutil.chown(var, nagios.pw_uid, nagios.pw_gid)
+    config = _monitor_dir() / "etc" / "nagios.cfg"
+    subprocess.run(
+        netlab.exec_argv(netlab.PREFIX + MONITOR, [NAGIOS, "-d", str(config)]),
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return var / "status.dat"
+
+
+def _wait_for_checks(status_file, count=2, timeout=60):
+    """The first ``count`` results of SERVICE on TARGET in status.dat:
+    ``[(last_check, state, output)]``."""
+    seen = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < deadline:
+        rows = parse_status(status_file) if status_file.exists() else []
+        for row in rows:
+            if row.get("host_name") == TARGET and row.get("service_description") == SERVICE:
+                if row.get("has_been_checked") == "1" and row["last_check"] not in seen:
+                    seen[row["last_check"]] = (row["current_state"], row["plugin_output"])
+        time.sleep(0.25)
+    if len(seen) < count:
+        raise RuntimeError(f"nagios4 ran {len(seen)} of {count} checks within {timeout}s")
+    return [(int(key), *seen[key]) for key in sorted(seen, key=int)][:count]
 
 
 def _ssh(*extra):
@@ -132,25 +225,30 @@ def _ssh(*extra):
 
 
 def run():
-    """Apply the client SLS, start sshd, check twice over one master, try escapes; summary."""
+    """Client SLS, sshd, server SLS, nagios4: two checks over one master; escapes; summary."""
     cleanup()
     states = salt_lab.apply_state([TARGET], "nagios.client")[TARGET]
     print(f"    {TARGET}: state.apply nagios.client: {len(states)} states, 0 failed (user {USER})")
     log = _start_sshd()
-    outputs = []
-    for _ in range(2):
-        proc = _check_by_ssh()
-        outputs.append(proc.stdout.strip())
+    states = salt_lab.apply_state([MONITOR], "nagios.server")[MONITOR]
+    print(
+        f"    {MONITOR}: state.apply nagios.server: {len(states)} states, 0 failed (nagios4 -v ok)"
+    )
+    checks = _wait_for_checks(_start_nagios())
+    names = {"0": "OK", "1": "WARNING", "2": "CRITICAL", "3": "UNKNOWN"}
+    for number, (when, state, output) in enumerate(checks, start=1):
+        at = time.strftime("%H:%M:%S", time.localtime(when))
         print(
-            f"    check_by_ssh {CHECK.split()[0]} -> exit {proc.returncode}: {proc.stdout.strip()}"
+            f"    nagios4 check {number} at {at}: {TARGET}/{SERVICE} (check_by_ssh) -> "
+            f"{names[state]}: {output}"
         )
-        if proc.returncode != 0:
-            raise RuntimeError(f"check_by_ssh failed: {proc.stdout.strip()} {proc.stderr.strip()}")
+        if state != "0":
+            raise RuntimeError(f"nagios4 check of {TARGET}/{SERVICE}: {output}")
     logins = log.read_text(errors="replace").count(f"Accepted publickey for {USER} ")
-    print(f"    sshd logins for 2 checks: {logins} (ControlPersist master reused)")
+    print(f"    sshd logins for {len(checks)} checks: {logins} (ControlPersist master reused)")
     if logins != 1:
         raise RuntimeError(
-            f"{logins} logins for 2 checks: the ControlPersist master was not reused"
+            f"{logins} logins for {len(checks)} checks: the ControlPersist master was not reused"
         )
     escapes = {
         "ssh ... /bin/sh -c id": _ssh("/bin/sh", "-c", "id"),
@@ -163,4 +261,7 @@ def run():
             raise RuntimeError(f"the restricted user ran {what!r}: {proc.stdout.strip()}")
         if proc.returncode == 255:
             raise RuntimeError(f"ssh itself failed on {what!r} (not the shell refusing): {said}")
-    return f"2 checks OK over 1 ssh login (ControlPersist); {len(escapes)} escapes refused"
+    return (
+        f"nagios4: {len(checks)} checks OK over 1 ssh login (ControlPersist); "
+        f"{len(escapes)} escapes refused"
+    )

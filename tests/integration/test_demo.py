@@ -73,8 +73,12 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert "from 203.0.113.10 via 203.0.113.254 dev eth2 table 2" in out
         assert out.count("): answered") == 2 and "NO ANSWER" not in out
         assert "step 4: 2 uplinks" in out
-        # step 5: two checks over one ssh login, both escapes refused
-        assert out.count("check_by_ssh check_load -> exit 0: LOAD OK") == 2
+        # step 5: nagios4, configured by salt, ran two checks over one ssh login; escapes refused
+        assert "monitor: state.apply nagios.server: " in out
+        checks = re.findall(
+            r"nagios4 check \d at ([\d:]+): web-s1-f1-m1/load \(check_by_ssh\) -> OK: LOAD OK", out
+        )
+        assert len(checks) == 2 and checks[0] != checks[1], checks
         assert "sshd logins for 2 checks: 1 (ControlPersist master reused)" in out
         # refused by the restricted shell on the far side, not by ssh
         assert "escape ssh ... /bin/sh -c id: exit 1: " in out
@@ -112,6 +116,8 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
     leftover = subprocess.run(["pgrep", "-f", str(demo_dir)], capture_output=True)
     assert leftover.returncode == 1, leftover.stdout
     assert _loop_devices_under(demo_dir) == []
+    nagios_masters = subprocess.run(["pgrep", "-f", "/run/wfdemo-nagios/"], capture_output=True)
+    assert nagios_masters.returncode == 1, nagios_masters.stdout
     with open("/proc/self/mountinfo", encoding="utf-8") as mounts:
         assert str(demo_dir) not in mounts.read()
 

@@ -8,7 +8,6 @@ session sshd (tests/support/sshd.py), and is stopped by the PID in its lock file
 """
 
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -20,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from saltfactories.utils.functional import Loaders
 
+from tests.support._nagios import parse_status
 from tests.support.sshd import kill_pids, short_tmpdir, ssh_masters
 
 NAGIOS = "/usr/sbin/nagios4"
@@ -128,16 +128,6 @@ def failures(ret):
 
 def changed(ret):
     return {v["__id__"] for v in ret.values() if v["changes"]}
-
-
-def parse_status(path):
-    """servicestatus blocks of a Nagios status.dat as dicts."""
-    blocks = re.findall(r"servicestatus \{\n(.*?)\n\s*\}", Path(path).read_text(), re.S)
-    out = []
-    for block in blocks:
-        fields = dict(line.strip().split("=", 1) for line in block.splitlines() if "=" in line)
-        out.append(fields)
-    return out
 
 
 def wait_for(predicate, timeout, what):
