@@ -27,6 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support._nagios import client_pillar, remove_user  # noqa: E402
 from tests.support.sshd import Sshd, free_port, keygen, short_tmpdir, ssh_masters  # noqa: E402
 
 PLUGINS = "/usr/lib/nagios/plugins"
@@ -69,20 +70,7 @@ def apply_client(root, user, pubkey):
             }
         )
     )
-    pillar = {
-        "nagios": {
-            "user": user,
-            "client": {
-                "pkgs": [],
-                "home": f"{root}/home",
-                "shell": f"{root}/lib/rshell",
-                "checks_dir": f"{root}/lib/checks",
-                "plugins": ["check_load"],
-                "from": ["127.0.0.1"],
-                "pubkeys": [pubkey],
-            },
-        }
-    }
+    pillar = client_pillar(root, user, pubkey)
     salt_call = Path(sys.executable).parent / "salt-call"
     proc = subprocess.run(
         [
@@ -272,8 +260,7 @@ def main():
             os.kill(pid, signal.SIGKILL)
         if sshd is not None:
             sshd.stop()
-        subprocess.run(["userdel", user], capture_output=True)
-        subprocess.run(["groupdel", user], capture_output=True)
+        remove_user(user)
         shutil.rmtree(root, ignore_errors=True)
 
 

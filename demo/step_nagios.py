@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from demo import netlab, salt_lab, topology
-from tests.support._nagios import parse_status
+from tests.support._nagios import client_pillar, parse_status, remove_user
+from tests.support.sshd import keygen
 
 TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the restricted user refuses escapes"
 TARGET, MONITOR = "web-s1-f1-m1", "monitor"
@@ -52,10 +53,7 @@ def _host_key():
 def _keygen(path, comment):
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        return keygen(path, comment)
     return Path(f"{path}.pub").read_text().strip()
 
 
@@ -107,7 +105,6 @@ def pillar():
     the monitor's ssh key under its dir, the demo sshd's host key under TARGET's."""
     pubkey = _keygen(_key(), "wfdemo-monitor")
     kind, host_key = _keygen(_host_key(), "wfdemo-sshd").split()[:2]
-    root = _client_dir()
     return {
         MONITOR: {
             "nagios": {
@@ -115,20 +112,13 @@ def pillar():
                 "server": _server_pillar(f"{_address(TARGET)} {kind} {host_key}"),
             }
         },
-        TARGET: {
-            "nagios": {
-                "user": USER,
-                "client": {
-                    "pkgs": [],
-                    "home": str(root / "home"),
-                    "shell": str(root / "lib" / "rshell"),
-                    "checks_dir": str(root / "lib" / "checks"),
-                    "plugins": ["check_dummy", "check_load"],
-                    "from": [_address(MONITOR)],
-                    "pubkeys": [pubkey],
-                },
-            }
-        },
+        TARGET: client_pillar(
+            _client_dir(),
+            USER,
+            pubkey,
+            sources=[_address(MONITOR)],
+            plugins=["check_dummy", "check_load"],
+        ),
     }
 
 
@@ -149,8 +139,7 @@ def cleanup():
     if "/hosts/" + TARGET + "/" in entry.pw_dir:
         left = subprocess.run(["pgrep", "-u", USER], capture_output=True, text=True).stdout
         salt_lab.stop_pids([int(pid) for pid in left.split()], timeout=5)
-        subprocess.run(["userdel", USER], capture_output=True, check=False)
-        subprocess.run(["groupdel", USER], capture_output=True, check=False)
+        remove_user(USER)
 
 
 def _start_sshd():

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from saltfactories.utils.functional import Loaders
 
+from tests.support._nagios import client_pillar, remove_user
 from tests.support.sshd import keygen, kill_pids, short_tmpdir, ssh_argv, ssh_masters
 
 PLUGINS = "/usr/lib/nagios/plugins"
@@ -26,28 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 CLEANER = REPO / "salt" / "states" / "nagios" / "files" / "nagios-ssh-clean.py"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def remove_user(name):
-    subprocess.run(["userdel", name], capture_output=True, check=False)
-    subprocess.run(["groupdel", name], capture_output=True, check=False)
-
-
-def client_pillar(root, user, pubkey, sources=("127.0.0.1",)):
-    return {
-        "nagios": {
-            "user": user,
-            "client": {
-                "pkgs": [],
-                "home": f"{root}/home",
-                "shell": f"{root}/lib/rshell",
-                "checks_dir": f"{root}/lib/checks",
-                "plugins": ["check_dummy", "check_load", "check_users"],
-                "from": list(sources),
-                "pubkeys": [pubkey],
-            },
-        }
-    }
 
 
 def apply_sls(minion_config, mods, pillar):
@@ -70,7 +49,11 @@ def check_host(minion_config, sshd_server):
     known_hosts = root / "known_hosts"
     known_hosts.write_text(sshd_server.known_hosts_line + "\n")
     try:
-        ret = apply_sls(minion_config, "nagios.client", client_pillar(root, user, pubkey))
+        ret = apply_sls(
+            minion_config,
+            "nagios.client",
+            client_pillar(root, user, pubkey, plugins=("check_dummy", "check_load", "check_users")),
+        )
         failed = {k: v["comment"] for k, v in ret.items() if v["result"] is not True}
         assert not failed, failed
         yield {

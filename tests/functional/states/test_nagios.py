@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.support._nagios import parse_status
+from tests.support._nagios import parse_status, remove_user
 from tests.support.sshd import kill_pids, short_tmpdir, ssh_masters
 
 NAGIOS = "/usr/sbin/nagios4"
@@ -170,8 +170,7 @@ def env(minion_config, sshd_server):
             )
         for sock in (root / "cm").glob("*") if (root / "cm").exists() else []:
             kill_pids(ssh_masters(sock), signal.SIGKILL)
-        subprocess.run(["userdel", user], capture_output=True, check=False)
-        subprocess.run(["groupdel", user], capture_output=True, check=False)
+        remove_user(user)
         shutil.rmtree(root, ignore_errors=True)
         loaders.reset_state()
 
