@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support._net import free_port
+from tests.support._proc import stop_process
 
 APACHE2 = shutil.which("apache2") or "/usr/sbin/apache2"
 MODULES = Path("/usr/lib/apache2/modules")
@@ -135,13 +136,7 @@ class Apache:
     def stop(self, timeout=20):
         """Stop Apache, then wait for (and, if need be, kill) the piped loggers it had started."""
         loggers = self.piped_loggers()
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc, timeout)
         self.proc = None
         deadline = time.monotonic() + timeout
         leftover = loggers

@@ -23,6 +23,7 @@ import pytest
 import webfarm_haproxy
 
 from tests.support._net import free_port
+from tests.support._proc import stop_process
 
 SITES = ("s1", "s2")
 FARMS = ("f1", "f2")
@@ -167,13 +168,7 @@ class Instance:
         return self.proc.pid
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def wait_for(predicate, timeout, what):

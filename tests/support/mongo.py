@@ -4,9 +4,7 @@
 stop and restart (outage tests). Servers are stopped by PID; data lives under a tmp dir.
 """
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support._net import free_port
+from tests.support._proc import stop_process
 
 SECANTUSD = Path(sys.executable).with_name("secantusd-py")
 
@@ -87,13 +86,7 @@ class MongoServer:
     def stop(self, timeout=30):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc, timeout)
         self.proc = None
         if self._log is not None:
             self._log.close()

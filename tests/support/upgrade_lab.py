@@ -14,9 +14,7 @@ resolved with readlink on every request, so a switched symlink is seen by the ne
 Processes are started with subprocess argument lists and stopped by PID.
 """
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -28,6 +26,7 @@ import webfarm_haproxy
 
 from demo.httpapp import Traffic
 from tests.support._net import free_port
+from tests.support._proc import stop_process
 from tests.support.haproxy_lab import Instance, haproxy_pillar, wait_for
 from tests.support.salt_daemons import PillarOverrides, master_config, webfarm_grains
 
@@ -88,21 +87,6 @@ def wait_port(address, port, timeout=15, proc=None):
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {address}:{port} after {timeout}s")
-
-
-def stop(proc, timeout=10, group=False):
-    """Stop ``proc`` by PID (with ``group``, its own process group: php -S forks workers)."""
-    if proc is None or proc.poll() is not None:
-        return
-    if group:
-        os.killpg(proc.pid, signal.SIGTERM)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=timeout)
 
 
 def build_release(dist, version, broken=False):
@@ -211,7 +195,7 @@ class PhpApp:
         return self
 
     def stop(self):
-        stop(self.proc, group=True)
+        stop_process(self.proc, group=True)
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +205,7 @@ def upgrade_memcached():
     port = free_port(address)
     proc = start_memcached(address, port)
     yield address, port
-    stop(proc)
+    stop_process(proc)
 
 
 @pytest.fixture(scope="session")
@@ -426,7 +410,7 @@ class UpgradeLab:
         for app in self.apps.values():
             app.stop()
         for proc in self._procs:
-            stop(proc)
+            stop_process(proc)
 
 
 def upgrade_master_config(base_dir):
