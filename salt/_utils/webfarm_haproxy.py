@@ -431,6 +431,10 @@ def _global_section(settings):
         "    option dontlognull",
         "    option forwardfor",
         "    option redispatch",
+        # On reload the old process keeps idle keep-alive connections until it has answered
+        # their next request (with Connection: close) instead of resetting them under a
+        # client that is sending one at that moment.
+        "    option idle-close-on-response",
         f"    retries {int(settings['retries'])}",
         "    load-server-state-from-file global",
     ]

@@ -133,7 +133,13 @@ def test_render_site_tier():
     assert "    master-worker" in text
     assert "stats socket /run/haproxy/site.sock mode 600 level admin expose-fd listeners" in text
     assert "log /dev/log len 4096 local0" in text
-    for directive in ("option forwardfor", "option redispatch", "retries 3", "option httplog"):
+    for directive in (
+        "option forwardfor",
+        "option redispatch",
+        "option idle-close-on-response",
+        "retries 3",
+        "option httplog",
+    ):
         assert f"    {directive}\n" in text
     assert "frontend lb_site_s1\n    bind 10.0.1.10:80\n" in text
     assert "use_backend farm_f1 if { req.cook(FARMID) -m str f1 } { nbsrv(farm_f1) gt 0 }" in text
