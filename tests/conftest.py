@@ -39,6 +39,16 @@ def shared_data():
     return data
 
 
+@pytest.fixture(scope="session")
+def seed_text():
+    """The seed document (``../shared/seed/*.txt``); tests that compare against one of its
+    scripts skip with the reason when it is absent."""
+    found = sorted((SHARED / "seed").glob("*.txt"))
+    if not found:
+        pytest.skip(f"the seed is not at {SHARED / 'seed'} (set WEBFARM_SHARED)")
+    return found[0].read_text(encoding="utf-8")
+
+
 def pytest_unconfigure(config):
     # Salt's log handlers flush into pytest's closed capture streams at exit; that noise
     # ("--- Logging error ---") is not a test outcome.

@@ -73,7 +73,7 @@ def test_motd_and_less_states_apply_and_are_idempotent(
     assert changed == [], f"second highstate changed {changed}"
 
     motd = (tmp_path / "motd").read_text()
-    assert motd.startswith("Debian GNU/Linux, managed by webfarm\n  ___")
+    assert motd.startswith("Debian GNU/Linux, managed by webfarm\n __,---")
     assert "Deploy freeze until Monday" in motd
     assert stat.S_IMODE(os.stat(tmp_path / "motd").st_mode) == 0o644
     assert (tmp_path / "motd_base").read_text() == "Debian GNU/Linux, managed by webfarm\n"
@@ -116,7 +116,7 @@ def test_orchestrate_targets_minions_by_grain(synced, salt_run_cli, pillar_overr
     for minion in web:
         assert (tmp_path / minion / "motd").is_file(), minion
     motd = (tmp_path / web[0] / "motd").read_text()
-    assert motd.startswith("Existing motd\n  ___") and motd.rstrip().endswith("/."), motd
+    assert motd.startswith("Existing motd\n __,---") and motd.rstrip().endswith("``"), motd
     assert not (tmp_path / "db-replica" / "motd").exists(), "a db-replica was targeted as web"
 
 

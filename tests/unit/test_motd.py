@@ -1,84 +1,83 @@
+"""The MOTD scroll is the seed's papel.sh frame (pure functions; the byte-for-byte
+comparison with the seed's own script is tests/functional/test_motd_seed.py)."""
+
+import re
+
 import pytest
 import webfarm_motd as motd
 
-FRAME_ROW = len("    |  ") + len("  |.")
+PRENTICE = (
+    "Many a writer seems to think he is never profound except\n"
+    "when he can't understand his own meaning.\n"
+    "\t\t-- George D. Prentice\n"
+)
 
 
 def rows(out):
-    lines = out.splitlines()
-    return lines[3:-3]
+    return out.splitlines()[2:-2]
 
 
-def text_of(out):
-    return [row[7:-4].rstrip() for row in rows(out)]
-
-
-def test_frame_shape_rolled_corners():
-    out = motd.scroll("hello", width=20)
-    lines = out.splitlines()
-    assert lines[0] == "  " + "_" * 26
-    assert lines[1].startswith(" / \\") and lines[1].endswith("\\.")
-    assert lines[2].startswith("|   |") and lines[2].endswith("|.")
-    assert lines[3].startswith(" \\_ |")  # rolled top-left corner
-    assert lines[-3].endswith("|___")
-    assert lines[-2].startswith("    |  /") and lines[-2].endswith("/.")
-    assert lines[-1].startswith("    \\_/") and lines[-1].endswith("/.")  # rolled bottom-right
-    assert out.endswith("\n")
+def test_the_seed_sample_output_is_reproduced(seed_text):
+    sample = seed_text.split("$ fortune | ./papel.sh\n", 1)[1].splitlines()[:7]
+    # The blog lost the trailing space papel.sh prints after the last text row's "|\".
+    assert [line.rstrip() for line in motd.scroll(PRENTICE).splitlines()] == sample
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("", []),
-        ("one line", ["one line"]),
-        ("first\nsecond", ["first", "second"]),
-        ("\n\nbody\n\n", ["body"]),
-        ("para one\n\npara two", ["para one", "", "para two"]),
+        ("", ["", "", ""]),
+        ("one line\n", ["one line", "", ""]),
+        ("first\n\nsecond\n", ["first", "", "second"]),
+        ("a\n\nb\n\nc\n", ["a", "", "b", "", "c"]),
     ],
 )
-def test_zero_one_two_and_paragraph_lines(text, expected):
-    out = motd.scroll(text, width=20)
-    assert text_of(out) == (expected or [""])
-    assert all(len(row) == FRAME_ROW + 20 for row in rows(out))
+def test_short_texts_fill_three_rows_and_blank_lines_stay(text, expected):
+    out = motd.scroll(text)
+    body = [row[12:77].rstrip() for row in rows(out)]
+    assert body == expected
 
 
-def test_many_lines_wrap_at_word_boundaries():
-    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * 20).split()
-    lines = motd.wrap(" ".join(words), width=30)
-    assert len(lines) > 10
-    assert all(len(line) <= 30 for line in lines)
-    assert " ".join(lines).split() == words  # nothing lost, no word split
-
-
-def test_utf8_width_counts_characters_not_bytes():
-    text = "Ünïcödé façade naïve résumé " * 3
-    lines = motd.wrap(text, width=20)
-    assert all(len(line) <= 20 for line in lines)
-    assert any(len(line.encode()) > 20 for line in lines)
-    out = motd.scroll(text, width=20)
-    assert {len(row) for row in rows(out)} == {FRAME_ROW + 20}
-
-
-def test_tabs_expand_before_wrapping():
-    out = motd.scroll("a\tb", width=20)
-    assert "\t" not in out
-    assert text_of(out) == ["a       b"]
-
-
-def test_long_words_are_hard_split():
-    lines = motd.wrap("x" * 45 + " end", width=20)
-    assert lines == ["x" * 20, "x" * 20, "x" * 5 + " end"]
+def test_another_width_scales_the_same_frame():
+    text = "some fortune\n\nwith two lines\n\nand a third"
+    wide, narrow = motd.scroll(text, 65).splitlines(), motd.scroll(text, 40).splitlines()
+    assert len(wide) == len(narrow)
+    for a, b in zip(wide, narrow, strict=True):
+        assert len(a) - len(b) == 25
+        # The same frame: the same characters once the padding runs are squeezed.
+        assert re.sub(r"([ -])\1+", r"\1", a) == re.sub(r"([ -])\1+", r"\1", b)
+    assert all(len(line) <= 35 for line in motd.fill("word " * 50, 40))
 
 
 def test_width_too_small_is_rejected():
     with pytest.raises(ValueError, match="at least"):
-        motd.wrap("text", width=3)
+        motd.fill("text", width=3)
 
 
 def test_is_scroll_recognizes_only_a_whole_scroll_of_that_width():
     out = motd.scroll("some fortune\nwith two lines", width=30)
     assert motd.is_scroll(out, 30)
+    assert motd.is_scroll(motd.scroll(" ".join(["w"] * 200), 30), 30)
     assert not motd.is_scroll(out, 31)
     assert not motd.is_scroll(out[:-1], 30)
     assert not motd.is_scroll(out + "trailing text\n", 30)
     assert not motd.is_scroll("plain motd\n", 30)
+    broken = out.replace("|/\n", "| \n", 1)
+    assert not motd.is_scroll(broken, 30)
+
+
+def test_every_line_of_a_long_text_gets_a_row():
+    text = " ".join(f"word{i}" for i in range(200))
+    lines = motd.fill(text)
+    assert len(lines) > 10 and all(len(line) <= 60 for line in lines)
+    out = motd.scroll(text)
+    assert len(rows(out)) == len(lines)
+    assert " ".join(row[12:77] for row in rows(out)).split() == text.split()
+
+
+def test_no_row_overflows_on_long_words_or_wide_characters():
+    for text in ("x" * 200 + " end", "日本語のテキスト " * 20, "e\u0301" * 90):
+        widths = {motd.display_width(row) for row in rows(motd.scroll(text))}
+        assert widths <= {78, 79, 80}, text
+    assert motd.fill("x" * 140) == ["x" * 65, "x" * 65, "x" * 10]
+    assert motd.display_width("日本語") == 6 and motd.display_width("e\u0301") == 1

@@ -12,10 +12,10 @@ def loaders_pillar():
 def test_scroll_default_is_a_fortune_in_the_frame(modules):
     out = modules.motd.scroll()
     lines = out.splitlines()
-    assert lines[1].startswith(" / \\")
-    assert lines[-1].startswith("    \\_/")
-    # Pillar width 30: every text row is the frame's fixed width.
-    assert {len(line) for line in lines[3:-3]} == {len("    |  ") + 30 + len("  |.")}
+    assert lines[0] == " __," + "-" * 36 + ",__"  # the seed's frame, scaled to width 30
+    assert lines[2].startswith("\\__/|       ") and lines[-1] == "   `" + "-" * 37 + "``"
+    # Pillar width 30: every text row pads its text to 30 columns.
+    assert all(len(line) in (43, 44, 45) for line in lines[2:-2])
 
 
 def test_scroll_text_argument_wins(modules):
@@ -38,7 +38,7 @@ def test_update_writes_base_plus_scroll_0644(modules, tmp_path):
     target = tmp_path / "motd"
     ret = modules.motd.update(target=str(target), base=str(base), pinned=str(pinned))
     text = target.read_text()
-    assert text.startswith("Welcome to web-s1-f1-m1\n  ___")
+    assert text.startswith("Welcome to web-s1-f1-m1\n __,---")
     assert "Freeze until Monday" in text
     assert ret["pinned"] is True
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
