@@ -42,12 +42,17 @@ def test_timezone_is_kept():
     assert doc["time"].utcoffset() == dt.timedelta(hours=-7)
     assert doc["time"].astimezone(dt.UTC).hour == 20
     assert doc["tz"] == "-0700"
-    assert (doc["user"], doc["bytes"], doc["referer"], doc["user_agent"]) == (
-        "bob",
-        None,
-        None,
-        None,
-    )
+    assert (doc["user"], doc["referer"], doc["user_agent"]) == ("bob", None, None)
+
+
+def test_clf_bytes_dash_is_zero_and_other_dashes_are_absent():
+    # Apache's CLF: %b logs "-" for a response with no body (this 304); %B logs 0 for it.
+    line = '1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 304 - "-" "-"'
+    doc = shipper.LogFormat("combined").parse(line)
+    assert doc["bytes"] == 0 and isinstance(doc["bytes"], int)
+    assert (doc["logname"], doc["user"], doc["referer"], doc["user_agent"]) == (None,) * 4
+    sized = shipper.LogFormat("%h %B %b %{X-Forwarded-For}i").parse("1.2.3.4 0 - -")
+    assert sized["bytes"] == 0 and sized["req_x_forwarded_for"] is None
 
 
 def test_common_and_vhost_combined():

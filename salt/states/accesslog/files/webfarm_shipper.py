@@ -113,6 +113,10 @@ def _int_or_none(value):
     return None if value == "-" else int(value)
 
 
+def _clf_bytes(value):
+    return 0 if value == "-" else int(value)
+
+
 def _query(value):
     if not value:
         return None
@@ -170,6 +174,11 @@ def _field_name(prefix, name):
 _HEADER_NAMES = {"referer": "referer", "user-agent": "user_agent"}
 
 # directive letter -> (field name, regex for an unquoted value, converter)
+#
+# "-" in a field: ``%b`` is Apache's CLF byte count, where "-" means zero bytes sent (a 304,
+# a HEAD), so it is stored as 0 - the same value ``%B`` logs for that response. Everywhere
+# else "-" means the field is absent (no ident, no user, no Referer or other request
+# header, no port) and is stored as None.
 _SIMPLE = {
     "h": ("ip", None, _text),
     "a": ("remote_addr", None, _text),
@@ -182,7 +191,7 @@ _SIMPLE = {
     "U": ("path", None, _text),
     "q": ("query", None, _query),
     "H": ("protocol", None, _text),
-    "b": ("bytes", r"(\d+|-)", _int_or_none),
+    "b": ("bytes", r"(\d+|-)", _clf_bytes),
     "B": ("bytes", r"(\d+)", int),
     "O": ("bytes_sent", r"(\d+|-)", _int_or_none),
     "I": ("bytes_received", r"(\d+|-)", _int_or_none),
