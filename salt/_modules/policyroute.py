@@ -89,7 +89,26 @@ def __virtual__():
         return (False, "policyroute needs Linux (netlink policy routing)")
     if not HAS_PYROUTE2:
         return (False, "policyroute needs pyroute2: pip install pyroute2 (or python3-pyroute2)")
+    version = _pyroute2_version()
+    if not pr.pyroute2_supported(version):
+        wanted = ".".join(map(str, pr.MIN_PYROUTE2))
+        return (
+            False,
+            f"policyroute needs pyroute2 >= {wanted} (found {version}: older releases add "
+            f"rules given table= wrongly): pip install 'pyroute2>={wanted}'",
+        )
     return __virtualname__
+
+
+def _pyroute2_version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyroute2")
+    except PackageNotFoundError:
+        import pyroute2
+
+        return getattr(pyroute2, "__version__", "unknown")
 
 
 class _Netlink:

@@ -29,10 +29,27 @@ RESERVED_NAMES = {"unspec", "default", "main", "local", "all"}
 AF_INET = 2
 AF_INET6 = 10
 FILE_NAME = "webfarm.conf"
-SETTINGS = ("netns", "iproute2_dir", "persist_dir", "systemd_dir")
+SETTINGS = ("netns", "iproute2_dir", "persist_dir", "systemd_dir", "networkd", "networkd_conf_dir")
 TABLE_KEYS = {"id", "gateway", "dev", "sources", "priority", "routes", "metric"}
 DEFAULT_KEYS = {"gateway", "dev", "metric"}
 ROUTE_KEYS = {"dst", "gateway", "dev", "metric"}
+
+# pyroute2 0.7.0 and 0.7.1 add a rule given ``table=`` with a bogus action ("lookup 1 none"
+# in ``ip rule``; pyroute2 issue 964, fixed in 0.7.2).
+MIN_PYROUTE2 = (0, 7, 2)
+
+
+def pyroute2_supported(version):
+    """True when pyroute2 ``version`` (a string such as "0.9.7" or "0.7.2.post1") is at
+    least :data:`MIN_PYROUTE2`; False for a version string that does not parse."""
+    parts = []
+    for piece in str(version).split(".")[:3]:
+        digits = re.match(r"\d+", piece)
+        if not digits:
+            return False
+        parts.append(int(digits.group(0)))
+    return tuple(parts + [0] * (3 - len(parts))) >= MIN_PYROUTE2
+
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 

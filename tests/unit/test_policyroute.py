@@ -256,3 +256,20 @@ def test_ownership():
     assert not pr.owned_rule(0, 1000)
     assert not pr.owned_rule(77, 500)
     assert not pr.owned_rule(77, 32766)
+
+
+@pytest.mark.parametrize(
+    "version, ok",
+    [
+        ("0.9.7", True),
+        ("0.7.2", True),
+        ("0.7.2.post1", True),
+        ("1.0", True),
+        ("0.7.1", False),
+        ("0.7.0", False),
+        ("0.6.13", False),
+        ("unknown", False),
+    ],
+)
+def test_pyroute2_without_the_rule_table_defect_is_required(version, ok):
+    assert pr.pyroute2_supported(version) is ok

@@ -6,12 +6,32 @@
   Minions without the pillar get nothing.  Optional pillar keys for this SLS:
     policyroute:persist_dir   where the boot copy of the pillar goes (default /etc/webfarm)
     policyroute:systemd_dir   where the unit goes (default /etc/systemd/system)
+    policyroute:networkd      auto (default: when systemd-networkd is active), true, false:
+                              write the networkd drop-in that keeps webfarm's rules and routes
+    policyroute:networkd_conf_dir   where that drop-in goes (default /etc/systemd/networkd.conf.d)
 -#}
 {%- set conf = salt['pillar.get']('policyroute', None) %}
 {%- if conf is mapping %}
 {%- set persist_dir = conf.get('persist_dir') or '/etc/webfarm' %}
 {%- set systemd_dir = conf.get('systemd_dir') or '/etc/systemd/system' %}
 {%- set config_file = persist_dir ~ '/policyroute.json' %}
+{%- set networkd = conf.get('networkd', 'auto') %}
+{%- if networkd == 'auto' %}
+{%-   set networkd = grains.get('init') == 'systemd' and salt['service.status']('systemd-networkd') %}
+{%- endif %}
+
+{%- if networkd %}
+{#- systemd-networkd (>= 248) removes the routing policy rules and routes it did not
+    configure each time it starts; this drop-in makes it leave them (README.md here). #}
+policyroute-networkd-keeps-foreign:
+  file.managed:
+    - name: {{ conf.get('networkd_conf_dir') or '/etc/systemd/networkd.conf.d' }}/50-webfarm-policyroute.conf
+    - source: salt://routing/files/networkd-keep-foreign.conf
+    - makedirs: True
+    - mode: '0644'
+    - require_in:
+      - policyroute: policyroute-managed
+{%- endif %}
 
 policyroute-managed:
   policyroute.managed:

@@ -3,6 +3,7 @@
 Each case runs in real mode and with ``test=True`` (the ``testmode`` fixture).
 """
 
+import configparser
 import json
 import os
 
@@ -106,6 +107,53 @@ def test_routing_sls_applies_and_persists(modules, pillar, policyroute_lab, tmp_
     assert f"config_file={saved}" in unit.read_text()
     link = tmp_path / "systemd" / "multi-user.target.wants" / "webfarm-policyroute.service"
     assert os.readlink(link) == str(unit)
+
+
+NETWORKD = "/lib/systemd/systemd-networkd"
+
+
+@pytest.mark.parametrize("networkd", [True, False, "auto"])
+def test_routing_sls_networkd_drop_in(
+    modules, pillar, policyroute_lab, tmp_path, testmode, networkd
+):
+    conf_dir = tmp_path / "networkd.conf.d"
+    sls_pillar = {
+        "policyroute": {
+            **pillar,
+            "persist_dir": str(tmp_path / "webfarm"),
+            "systemd_dir": str(tmp_path / "systemd"),
+            "networkd": networkd,
+            "networkd_conf_dir": str(conf_dir),
+        }
+    }
+    ret = modules.state.sls("routing", pillar=sls_pillar, test=testmode)
+    results = {entry["__id__"]: entry for entry in ret.raw.values()}
+    drop_in = conf_dir / "50-webfarm-policyroute.conf"
+    # auto: this machine's PID 1 is not systemd, so networkd is not active and nothing is written.
+    if networkd is not True:
+        assert "policyroute-networkd-keeps-foreign" not in results
+        assert not conf_dir.exists()
+        return
+    entry = results["policyroute-networkd-keeps-foreign"]
+    if testmode:
+        assert entry["result"] is None and not drop_in.exists()
+        assert entry["changes"] == {"newfile": str(drop_in)}
+        return
+    assert all(e["result"] is True for e in results.values()), results
+    # The drop-in is in place before the rules are applied.
+    assert entry["__run_num__"] < results["policyroute-managed"]["__run_num__"]
+    parser = configparser.ConfigParser()
+    parser.optionxform = str
+    parser.read_string(drop_in.read_text())
+    settings = dict(parser["Network"])
+    assert settings == {"ManageForeignRoutingPolicyRules": "no", "ManageForeignRoutes": "no"}
+    if os.path.exists(NETWORKD):
+        # Every key is one this machine's networkd parses (its gperf table names them).
+        binary = open(NETWORKD, "rb").read()
+        for key in settings:
+            assert f"Network.{key}".encode() in binary, key
+    again = modules.state.sls("routing", pillar=sls_pillar)
+    assert all(not e["changes"] for e in again.raw.values()), again.raw
 
 
 def test_boot_unit_command_restores_routing(modules, pillar, policyroute_lab, tmp_path):
