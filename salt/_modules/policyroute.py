@@ -23,33 +23,23 @@ Ownership: webfarm writes routes and rules with protocol 77 (named ``webfarm`` i
 removes nothing else. Table names go to ``rt_tables.d/webfarm.conf`` so ``ip rule`` shows them.
 """
 
-import errno
 import ipaddress
 import json
 import logging
 import os
 import socket
-import struct
 import sys
 
 import webfarm_events
 import webfarm_files
 import webfarm_policyroute as pr
+import webfarm_policyroute_codec as codec
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from pyroute2 import IPRoute
     from pyroute2 import netns as pyroute2_netns
-    from pyroute2.netlink import (
-        NLM_F_ACK,
-        NLM_F_CREATE,
-        NLM_F_EXCL,
-        NLM_F_REPLACE,
-        NLM_F_REQUEST,
-    )
     from pyroute2.netlink.exceptions import NetlinkError
-    from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE, RTM_NEWRULE
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
     HAS_PYROUTE2 = True
 except ImportError:
@@ -66,22 +56,6 @@ ACK_TIMEOUT = 10
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_DUMP = 0x300
-RTM_GETRULE = 34
-FRA_SRC = 2
-FRA_PRIORITY = 6
-FRA_TABLE = 15
-FRA_PROTOCOL = 21
-NLM_F_ACK_TLVS = 0x200
-NLMSGERR_ATTR_MSG = 1
-FR_ACT_TO_TBL = 1
-RTN_UNICAST = 1
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_NOWHERE = 255
-RT_TABLE_COMPAT = 252
 
 
 def __virtual__():
@@ -158,7 +132,7 @@ class _Netlink:
         owned, foreign = [], []
         for family in (pr.AF_INET, pr.AF_INET6):
             for msg in self.ipr.get_routes(family=family):
-                if msg["type"] != RTN_UNICAST or msg.get("RTA_MULTIPATH"):
+                if msg["type"] != codec.RTN_UNICAST or msg.get("RTA_MULTIPATH"):
                     continue
                 zero = "0.0.0.0" if family == pr.AF_INET else "::"
                 route = pr.Route(
@@ -180,36 +154,31 @@ class _Netlink:
         """
         owned = []
         for family in (pr.AF_INET, pr.AF_INET6):
-            for data, offset, length in self._dump(RTM_GETRULE, struct.pack("=B11x", family)):
-                owned += _owned_rule(data, offset, length)
+            for data, offset, length in self._dump(codec.RTM_GETRULE, family):
+                owned += codec.owned_rule(data, offset, length)
         return owned
 
-    def _dump(self, kind, body):
+    def _dump(self, kind, family):
         """Yield ``(buffer, offset, length)`` of each message a dump request returns."""
         sock = self._socket()
         self._seq += 1
         seq = self._seq
-        flags = NLM_F_REQUEST | NLM_F_DUMP
-        sock.send(struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body)
+        sock.send(codec.dump_request(kind, family, seq))
         while True:
             data = sock.recv(1 << 16)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, msg_type, _flags, msg_seq, _pid = struct.unpack_from("=IHHII", data, offset)
-                if length < 16:
-                    break
-                if msg_seq == seq:
-                    if msg_type == NLMSG_DONE:
-                        return
-                    if msg_type == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", data, offset + 16)
-                        if code:
-                            raise CommandExecutionError(
-                                f"netlink dump failed{_where(self.netns)}: {os.strerror(-code)}"
-                            )
-                    else:
-                        yield data, offset, length
-                offset += (length + 3) & ~3
+            for offset, length, msg_type, _flags, msg_seq in codec.messages(data):
+                if msg_seq != seq:
+                    continue
+                if msg_type == codec.NLMSG_DONE:
+                    return
+                if msg_type == codec.NLMSG_ERROR:
+                    code = codec.error_code(data, offset)
+                    if code:
+                        raise CommandExecutionError(
+                            f"netlink dump failed{_where(self.netns)}: {os.strerror(-code)}"
+                        )
+                else:
+                    yield data, offset, length
 
     def _socket(self):
         if self._sock is None:
@@ -234,137 +203,27 @@ class _Netlink:
         for position, op in enumerate(ops):
             self._seq += 1
             pending[self._seq] = position
-            chunks.append(_encode(op, index, self._seq))
+            try:
+                chunks.append(codec.encode(op, index, self._seq))
+            except codec.DeviceGone as exc:
+                raise CommandExecutionError(
+                    f"device {exc} disappeared; check the interfaces"
+                ) from None
         errors = [None] * len(ops)
         sock.send(b"".join(chunks))
         while pending:
             data = sock.recv(1 << 20)
-            offset = 0
-            while offset + 16 <= len(data):
-                length, kind, flags, seq, _pid = struct.unpack_from("=IHHII", data, offset)
-                if length < 16:
-                    break
-                if kind == NLMSG_ERROR and seq in pending:
-                    (code,) = struct.unpack_from("=i", data, offset + 16)
+            for offset, length, kind, flags, seq in codec.messages(data):
+                if kind == codec.NLMSG_ERROR and seq in pending:
+                    code = codec.error_code(data, offset)
                     position = pending.pop(seq)
                     if code:
-                        errors[position] = _error_text(-code, data, offset, length, flags)
-                offset += (length + 3) & ~3
+                        errors[position] = codec.error_text(-code, data, offset, length, flags)
         return errors
-
-
-def _owned_rule(data, offset, length):
-    """``[Rule]`` (or ``[]``) from one RTM_NEWRULE message: fib_rule_hdr, then attributes."""
-    family, _dst_len, src_len, _tos, table, _r1, _r2, _action = struct.unpack_from(
-        "=8B", data, offset + 16
-    )
-    src, priority, protocol = None, 0, 0
-    pos, end = offset + 28, offset + length
-    while pos + 4 <= end:
-        attr_len, attr_type = struct.unpack_from("=HH", data, pos)
-        if attr_len < 4:
-            break
-        attr_type &= 0x3FFF
-        value = pos + 4
-        if attr_type == FRA_SRC:
-            src = socket.inet_ntop(
-                socket.AF_INET if family == pr.AF_INET else socket.AF_INET6,
-                data[value : pos + attr_len],
-            )
-        elif attr_type == FRA_PRIORITY:
-            (priority,) = struct.unpack_from("=I", data, value)
-        elif attr_type == FRA_TABLE:
-            (table,) = struct.unpack_from("=I", data, value)
-        elif attr_type == FRA_PROTOCOL:
-            protocol = data[value]
-        pos += (attr_len + 3) & ~3
-    if not pr.owned_rule(protocol, priority):
-        return []
-    src = src or ("0.0.0.0" if family == pr.AF_INET else "::")
-    return [pr.Rule(family=family, src=f"{src}/{src_len}", table=table, priority=priority)]
 
 
 def _where(netns):
     return f" in network namespace {netns}" if netns else ""
-
-
-def _error_text(code, data, offset, length, flags):
-    text = f"{errno.errorcode.get(code, code)}: {os.strerror(code)}"
-    if flags & NLM_F_ACK_TLVS:
-        pos, end = offset + 36, offset + length
-        while pos + 4 <= end:
-            tlv_len, tlv_type = struct.unpack_from("=HH", data, pos)
-            if tlv_len < 4:
-                break
-            if tlv_type == NLMSGERR_ATTR_MSG:
-                detail = data[pos + 4 : pos + tlv_len].split(b"\0", 1)[0].decode(errors="replace")
-                text += f" ({detail})"
-            pos += (tlv_len + 3) & ~3
-    return text
-
-
-def _attr(kind, payload):
-    """One netlink attribute, padded to 4 bytes."""
-    return struct.pack("=HH", 4 + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
-
-
-def _rule_message(op, seq):
-    """RTM_NEWRULE/RTM_DELRULE packed directly: thousands of them go out per apply."""
-    item = op.item
-    address, length = item.src.split("/")
-    attrs = (
-        _attr(FRA_TABLE, struct.pack("=I", item.table))
-        + _attr(FRA_PRIORITY, struct.pack("=I", item.priority))
-        + _attr(FRA_PROTOCOL, bytes([pr.PROTO]))
-    )
-    if int(length):
-        af = socket.AF_INET if item.family == pr.AF_INET else socket.AF_INET6
-        attrs += _attr(FRA_SRC, socket.inet_pton(af, address))
-    table = item.table if item.table < 256 else 0
-    body = struct.pack("=8BI", item.family, 0, int(length), 0, table, 0, 0, FR_ACT_TO_TBL, 0)
-    if op.action == "add":
-        kind, flags = RTM_NEWRULE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-    else:
-        kind, flags = RTM_DELRULE, NLM_F_REQUEST | NLM_F_ACK
-    return struct.pack("=IHHII", 16 + len(body) + len(attrs), kind, flags, seq, 0) + body + attrs
-
-
-def _encode(op, index, seq):
-    item = op.item
-    if isinstance(item, pr.Rule):
-        return _rule_message(op, seq)
-    if item.dev not in index:
-        raise CommandExecutionError(f"device {item.dev} disappeared; check the interfaces")
-    msg = rtmsg()
-    address, length = item.dst.split("/")
-    msg["family"] = item.family
-    msg["dst_len"] = int(length)
-    msg["table"] = item.table if item.table < 256 else RT_TABLE_COMPAT
-    msg["proto"] = pr.PROTO
-    msg["type"] = RTN_UNICAST
-    if op.action == "delete":
-        msg["scope"] = RT_SCOPE_NOWHERE
-    else:
-        msg["scope"] = RT_SCOPE_UNIVERSE if item.gateway else RT_SCOPE_LINK
-    msg["attrs"] = [
-        ("RTA_TABLE", item.table),
-        ("RTA_OIF", index[item.dev]),
-        ("RTA_PRIORITY", item.metric),
-    ]
-    if int(length):
-        msg["attrs"].append(("RTA_DST", address))
-    if item.gateway:
-        msg["attrs"].append(("RTA_GATEWAY", item.gateway))
-    flags = NLM_F_REQUEST | NLM_F_ACK
-    if op.action == "add":
-        flags |= NLM_F_CREATE | NLM_F_EXCL
-    elif op.action == "replace":
-        flags |= NLM_F_CREATE | NLM_F_REPLACE
-    msg["header"]["type"] = RTM_DELROUTE if op.action == "delete" else RTM_NEWROUTE
-    msg["header"]["flags"] = flags
-    msg["header"]["sequence_number"] = seq
-    msg.encode()
-    return bytes(msg.data)
 
 
 def _settings(conf, netns, iproute2_dir):

@@ -13,7 +13,6 @@ Ownership (what webfarm may change; everything else is never touched):
 
 import ipaddress
 import re
-import socket
 from dataclasses import dataclass, field
 
 PROTO = 77
@@ -133,29 +132,42 @@ def _address(value, where):
         raise PolicyRouteError(f"{where}: {value!r} is not an IP address") from None
 
 
+def _is_ipv4(text):
+    """A dotted quad exactly as the kernel prints it (no leading zeros): the fast path for the
+    thousands of plain IPv4 sources, ~10x quicker than ipaddress."""
+    parts = text.split(".")
+    return len(parts) == 4 and all(
+        p.isdigit() and p.isascii() and (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts
+    )
+
+
 def _network(value, where):
     """``(family, "address/prefixlen", prefixlen)``, the address as the kernel dump prints it.
 
-    Plain addresses (the common case, thousands of sources) take the inet_pton fast path.
+    Plain addresses (the common case, thousands of sources) skip the network parse.
     """
     text = str(value).strip()
     if text == "default":
         raise PolicyRouteError(f"{where}: give 'default' routes as a gateway, not a dst")
+    if "%" in text:
+        raise PolicyRouteError(f"{where}: {value!r}: a scoped address (%zone) is not routable here")
     if "/" not in text:
-        for family, af, bits in ((AF_INET, socket.AF_INET, 32), (AF_INET6, socket.AF_INET6, 128)):
-            try:
-                packed = socket.inet_pton(af, text)
-            except OSError:
-                continue
-            return family, f"{socket.inet_ntop(af, packed)}/{bits}", bits
+        if _is_ipv4(text):
+            return AF_INET, f"{text}/32", 32
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            bits = 32 if address.version == 4 else 128
+            return _family(address.version), f"{address}/{bits}", bits
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         raise PolicyRouteError(
             f"{where}: {value!r} is not an IP address or network ({exc})"
         ) from None
-    af = socket.AF_INET if net.version == 4 else socket.AF_INET6
-    address = socket.inet_ntop(af, net.network_address.packed)
+    address = net.network_address
     return _family(net.version), f"{address}/{net.prefixlen}", net.prefixlen
 
 
