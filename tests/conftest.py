@@ -1,22 +1,19 @@
 """Session-wide test wiring.
 
-- ``salt/_utils`` is put on ``sys.path`` so unit tests import the pure logic directly
-  (``import webfarm_motd``), exactly as Salt's loader lets the execution modules do.
+- ``salt/_utils`` is on ``sys.path`` (pyproject's ``pythonpath``, the one place) so unit tests
+  import the pure logic directly (``import webfarm_motd``), as Salt's loader lets the
+  execution modules do.
 - Every ``tests/support/<service>.py`` is a pytest plugin: service fixtures live there,
   one file per service, and are visible to every tier.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-UTILS_DIR = REPO / "salt" / "_utils"
 SHARED = Path(os.environ.get("WEBFARM_SHARED", REPO.parent / "shared"))
-
-sys.path.insert(0, str(UTILS_DIR))
 
 pytest_plugins = [
     f"tests.support.{path.stem}"
