@@ -145,15 +145,20 @@ def _drain(lbs, step, timeout, latency):
 
 
 def _ready(lbs, step, latency, keep_out=()):
-    """Ready the farm/member; servers in ``keep_out`` go back to maint in the same job."""
+    """Ready the farm/member; servers in ``keep_out`` stay in maint. With some kept out,
+    each other server is readied by name, all in one job (Salt's compound call)."""
     if not keep_out:
         _call(lbs, "haproxy_tier.ready", kwarg=_lb_target(step), latency=latency)
         return
-    funs = ["haproxy_tier.ready"] + ["haproxy_tier.drain"] * len(keep_out)
-    kwargs = [_lb_target(step)] + [
-        {"farm": step["farm"], "server": name, "timeout": 0} for name in keep_out
-    ]
-    _call(lbs, funs, kwarg=kwargs, latency=latency)
+    names = [name for name in step["drain"] if name not in keep_out]
+    if not names:
+        return
+    _call(
+        lbs,
+        ["haproxy_tier.ready"] * len(names),
+        kwarg=[{"farm": step["farm"], "server": name} for name in names],
+        latency=latency,
+    )
 
 
 def _member_kwarg(opts, settings, version=None):
@@ -590,7 +595,14 @@ def rollout(
             kind, version, sites, farms, batch, max_failures, on_failure, force
         )
         grains = _grains(tgt, timeout=60)
-        farm_map, waves = webfarm_upgrade.plan_rollout(grains, opts)
+        before = None
+        if opts["kind"] == "app":
+            # Each site's farms go oldest version first (a rolled-back farm before the rest).
+            farm_map = webfarm_upgrade.production_farms(grains)
+            before = _versions(
+                [m for s in farm_map.values() for f in s.values() for m in f.values()]
+            )
+        farm_map, waves = webfarm_upgrade.plan_rollout(grains, opts, versions=before)
     except (webfarm_upgrade.PlanError, salt.exceptions.SaltException) as exc:
         __context__["retcode"] = 1
         return {"result": False, "comment": f"cannot plan the {kind} upgrade: {exc}"}

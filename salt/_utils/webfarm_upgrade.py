@@ -123,11 +123,31 @@ def production_farms(grains, topology=None):
     return farms_from_grains(grains)
 
 
-def plan_rollout(grains, opts, topology=None):
-    """``(farm_map, waves)`` of a rollout with validated ``opts`` (:func:`options`)."""
+def plan_rollout(grains, opts, topology=None, versions=None):
+    """``(farm_map, waves)`` of a rollout with validated ``opts`` (:func:`options`);
+    ``versions`` (``{minion: version}``) orders each site's farms oldest first (app)."""
     farm_map = production_farms(grains, topology)
-    waves = plan(farm_map, opts["kind"], opts["sites"], opts["farms"], opts["batch"])
+    waves = plan(
+        farm_map, opts["kind"], opts["sites"], opts["farms"], opts["batch"], versions=versions
+    )
     return farm_map, waves
+
+
+def _oldest_first(site_farms, versions):
+    """A site's farms ordered by the oldest version any of their members runs (then name).
+
+    Draining a farm sends its sessions to the other farms of its site; when those run the
+    same or a newer version no session goes back. After a stopped rollout a site is mixed
+    (a farm rolled back or never reached): upgrading its oldest farm first keeps that true.
+    """
+
+    def oldest(members):
+        known = [versions.get(m) for m in members.values()]
+        if any(v is None for v in known):
+            return (0,)
+        return (1, min(version_key(v) for v in known))
+
+    return sorted(site_farms.items(), key=lambda item: (oldest(item[1]), item[0]))
 
 
 def hw_profiles(grains, minions):
@@ -387,11 +407,12 @@ def _step(site, farm, members, drain):
     }
 
 
-def plan(farm_map, kind, sites=None, farms=None, batch=None):
+def plan(farm_map, kind, sites=None, farms=None, batch=None, versions=None):
     """Return the waves (a list of lists of steps) of a rollout over ``farm_map``.
 
     ``farm_map`` is ``{site: {farm: {index: minion}}}`` (:func:`farms_from_grains`).
     ``batch`` (app) caps the farms of a wave; None = one farm of every selected site.
+    ``versions`` (``{minion: version}``, app): each site's farms go oldest version first.
     """
     if not farm_map:
         raise PlanError(["no web servers found (grain webfarm:role=web)"])
@@ -428,7 +449,10 @@ def plan(farm_map, kind, sites=None, farms=None, batch=None):
     ]
     if errors:
         raise PlanError(errors)
-    queues = {site: list(site_farms.items()) for site, site_farms in chosen.items()}
+    queues = {
+        site: _oldest_first(site_farms, versions) if versions else list(site_farms.items())
+        for site, site_farms in chosen.items()
+    }
     waves = []
     while any(queues.values()):
         wave = []

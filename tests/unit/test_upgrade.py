@@ -452,3 +452,16 @@ def test_buildhost_make_conf_and_rsyncd_conf():
         ["emerge", "--update", "--deep", "--newuse", "--buildpkg", "dev-libs/openssl"],
         ["emaint", "binhost", "--fix"],
     ]
+
+
+def test_a_mixed_site_upgrades_its_oldest_farm_first():
+    """After a rollback s1/f2 runs 1.0.0 while s1/f1 runs 2.0.0: draining s1/f1 first would
+    send its 2.0.0 sessions to 1.0.0 (a version regression), so s1/f2 goes first."""
+    versions = {m: "2.0.0" for s in FARMS.values() for f in s.values() for m in f.values()}
+    versions.update({"web-s1-f2-m1": "1.0.0", "web-s1-f2-m2": "1.0.0", "web-s2-f1-m2": None})
+    waves = wu.plan(FARMS, "app", versions=versions)
+    assert names(waves) == [["s1/f2", "s2/f1"], ["s1/f1", "s2/f2"]]
+    versions.update({"web-s2-f1-m1": "2.0.10", "web-s2-f1-m2": "2.0.10"})
+    versions.update({"web-s2-f2-m1": "2.0.9", "web-s2-f2-m2": "2.0.10"})
+    assert names(wu.plan(FARMS, "app", versions=versions))[0] == ["s1/f2", "s2/f2"]
+    assert names(wu.plan(FARMS, "app")) == [["s1/f1", "s2/f1"], ["s1/f2", "s2/f2"]]
