@@ -1,19 +1,24 @@
 """Benchmark of rolling app upgrades on the lab topology (2 sites x 2 farms x 2 members).
 
-Anchors (issue 8): total upgrade time vs the sum of the inherent waits (HAProxy drain +
-health checks) -> overhead ratio; Salt job latency per step.
+Anchors (issue 8, issue 19): rollout time of the lab vs the sum of the inherent waits
+(HAProxy drain + health checks); Salt round trips per farm step (goal <= 3); the per-farm
+overhead in seconds; the planned rollout time of a 4-site x 8-farm x 16-member topology (512
+members) from the measured per-step costs and a 60 s drain.
 
-Starts the same lab as tests/integration/test_upgrade.py (real salt-master, 10 salt-minions,
-memcached per farm, a PHP app per member, both HAProxy tiers) through pytest's fixtures, runs
-several app rollouts under live traffic and prints, per rollout and as medians:
+Starts the same lab as tests/integration/test_upgrade.py (real salt-master, 11 salt-minions,
+memcached per farm, a PHP app per member, both HAProxy tiers) through pytest's fixtures, tests
+each release on preprod, runs several app rollouts under live traffic (sites concurrently, the
+default) and prints, per rollout and as medians:
 
 - total: wall time of ``salt-run state.orchestrate upgrade`` and the runner's own time;
-- inherent: sum over steps of the time HAProxy waited for sessions to drain plus the time the
-  health checks waited for the new release to answer with its version;
-- overhead ratio: total / inherent;
-- Salt job latency per step function (median / max of the runner's LocalClient calls).
+- inherent: per wave, the longest drain wait plus the longest health wait of its farms
+  (farms of one wave run at once), summed over the waves;
+- overhead: (total - inherent) per wave and per farm step; round trips per farm step;
+- Salt job latency per step function (median / max of the runner's LocalClient calls);
+- the 512-member plan: waves from ``webfarm_upgrade.plan`` and, per wave, 60 s of drain plus
+  the measured cost of the drain call, the member job and the ready call.
 
-Run from the repo root: ``.venv/bin/python bench/upgrade.py`` (about 2-3 minutes).
+Run from the repo root: ``.venv/bin/python bench/upgrade.py`` (about 3-4 minutes).
 """
 
 import json
@@ -28,6 +33,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ROLLOUTS = ("2.0.1", "3.0.0", "3.0.1", "3.0.2")
 RESULTS = {}
+DRAIN_512 = 60.0
 
 
 def test_bench_upgrade(upgrade_lab):
@@ -39,6 +45,10 @@ def test_bench_upgrade(upgrade_lab):
     with upgrade_lab.traffic() as traffic:
         for version in ROLLOUTS:
             pillar = json.dumps({"upgrade": {"kind": "app", "version": version}})
+            ret = upgrade_lab.salt_run_cli.run(
+                "state.orchestrate", "upgrade.preprod", f"pillar={pillar}"
+            )
+            assert ret.returncode == 0, ret
             started = time.monotonic()
             ret = upgrade_lab.salt_run_cli.run("state.orchestrate", "upgrade", f"pillar={pillar}")
             wall = time.monotonic() - started
@@ -53,45 +63,100 @@ def test_bench_upgrade(upgrade_lab):
     results["regressions"] = len(traffic.regressions())
 
 
+def _inherent(report):
+    waves = {}
+    for step in report["steps"]:
+        t = step["timings"]
+        wave = waves.setdefault(t["wave"], [0.0, 0.0])
+        wave[0] = max(wave[0], t.get("drain_wait", 0))
+        wave[1] = max(wave[1], t.get("health_wait", 0))
+    drain = sum(w[0] for w in waves.values())
+    health = sum(w[1] for w in waves.values())
+    return drain, health, len(waves)
+
+
+def _plan_512(costs):
+    sys.path.insert(0, str(REPO / "salt" / "_utils"))
+    import webfarm_upgrade as wu
+
+    grains = {
+        f"web-s{s}-f{f}-m{m}": {
+            "webfarm": {"role": "web", "site": f"s{s}", "farm": f"f{f}", "member": m}
+        }
+        for s in range(1, 5)
+        for f in range(1, 9)
+        for m in range(1, 17)
+    }
+    out = {}
+    for label, batch in (("sites concurrently (default)", None), ("one farm at a time", 1)):
+        _, waves = wu.plan_rollout(grains, wu.options("app", "9.9.9", batch=batch))
+        per_wave = DRAIN_512 + costs
+        out[label] = (len(waves), max(len(w) for w in waves), len(waves) * per_wave)
+    return out
+
+
 def _print():
     runs = RESULTS.get("runs")
     if not runs:
         print("benchmark did not complete; see the pytest output above")
         return 1
     print()
-    print("== rolling app upgrade, 2 sites x 2 farms x 2 members, 4 waves, live traffic")
+    print("== rolling app upgrade, 2 sites x 2 farms x 2 members, sites concurrently, live traffic")
     print(
-        f"{'version':>8} {'total s':>8} {'runner s':>9} {'drain wait':>11} {'health wait':>12} {'ratio':>7}"
+        f"{'version':>8} {'total s':>8} {'runner s':>9} {'waves':>6} {'drain wait':>11}"
+        f" {'health wait':>12} {'overhead/wave s':>16} {'round trips/step':>17}"
     )
-    ratios, totals, inherents = [], [], []
+    totals, inherents, per_wave, per_step, trips = [], [], [], [], []
     latency = {}
     for version, wall, report in runs:
-        drain = sum(s["timings"].get("drain_wait", 0) for s in report["steps"])
-        health = sum(s["timings"].get("health_wait", 0) for s in report["steps"])
+        drain, health, waves = _inherent(report)
         inherent = drain + health
-        ratio = wall / inherent if inherent else float("inf")
-        ratios.append(ratio)
+        steps = len(report["steps"])
+        step_trips = [s["timings"]["round_trips"] for s in report["steps"]]
+        trips += step_trips
         totals.append(wall)
         inherents.append(inherent)
+        per_wave.append((wall - inherent) / waves)
+        per_step.append((wall - inherent) / steps)
         print(
-            f"{version:>8} {wall:8.2f} {report['seconds']:9.2f} {drain:11.3f} {health:12.3f} {ratio:7.1f}"
+            f"{version:>8} {wall:8.2f} {report['seconds']:9.2f} {waves:6d} {drain:11.3f}"
+            f" {health:12.3f} {per_wave[-1]:16.2f} {max(step_trips):17d}"
         )
         for call in report["latency"]:
             latency.setdefault(call["fun"], []).append(call["seconds"])
     print(
         f"median: total {statistics.median(totals):.2f} s vs inherent waits"
-        f" {statistics.median(inherents):.3f} s -> overhead ratio {statistics.median(ratios):.1f}x"
+        f" {statistics.median(inherents):.3f} s"
+        f" -> overhead {statistics.median(totals) - statistics.median(inherents):.2f} s"
     )
-    steps = statistics.median(len(r["steps"]) for _, _, r in runs)
     print(
-        f"orchestration cost per farm step: {(statistics.median(totals) - statistics.median(inherents)) / steps:.2f} s"
-        f" ({steps:.0f} steps per rollout; the lab's requests are short, so drains end at once)"
+        f"Salt round trips per farm step: max {max(trips)}, median {statistics.median(trips):.0f}"
+        " (goal <= 3: drain / upgrade+health+check+flush on the members / ready)"
+    )
+    print(
+        f"per-farm overhead: {statistics.median(per_step):.2f} s per farm step"
+        f" ({statistics.median(per_wave):.2f} s per wave of 2 concurrent farms;"
+        " the lab's requests are short, so drains end at once)"
     )
     print("Salt job latency per step (runner LocalClient call, includes the step's own work):")
     for fun, values in sorted(latency.items()):
         print(
-            f"  {fun:<22} n={len(values):3d} median {statistics.median(values):6.3f} s"
+            f"  {fun:<28} n={len(values):3d} median {statistics.median(values):6.3f} s"
             f"  max {max(values):6.3f} s"
+        )
+    drain_call = statistics.median(latency.get("haproxy_tier.drain", [0.0]))
+    member = statistics.median(latency.get("farm.upgrade_step", [0.0]))
+    ready = statistics.median(latency.get("haproxy_tier.ready", [0.0]))
+    costs = drain_call + member + ready
+    print(
+        f"== 512 members on paper (4 sites x 8 farms x 16 members), {DRAIN_512:.0f} s drain + "
+        f"{costs:.2f} s measured per farm step (drain call {drain_call:.2f} + member job"
+        f" {member:.2f} + ready {ready:.2f})"
+    )
+    for label, (waves, width, seconds) in _plan_512(costs).items():
+        print(
+            f"  {label:<30} {waves:3d} waves of {width} farms -> planned {seconds:7.1f} s"
+            f" ({seconds / 60:.1f} min)"
         )
     print(
         f"traffic: {RESULTS['requests']} requests, {RESULTS['failures']} failed,"

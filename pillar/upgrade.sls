@@ -1,5 +1,5 @@
 # Example pillar for rolling upgrades (salt/_modules/farm.py, salt/_runners/upgrade.py,
-# salt/states/php/versions.sls, salt/states/gentoo/binhost.sls).
+# salt/states/php/versions.sls, salt/states/gentoo/binhost.sls, salt/states/gentoo/buildhost.sls).
 upgrade:
   # farm module, on every web member
   root: /srv/www/app                              # releases/<version>/ + the `current` symlink
@@ -7,11 +7,21 @@ upgrade:
   health_url: http://127.0.0.1/                   # 200 + header X-App-Version: <version>
   health_timeout: 30
   service: php8.2-fpm                             # restarted after a release switch
+  # optional release check run by farm.upgrade_step after the health check (preprod smoke
+  # tests; an argument list, never a shell; {version} is replaced); checks:<version> wins
+  check_cmd: [/usr/local/bin/webfarm-smoke, --version, "{version}"]
+  checks: {}
   # the os kinds (salt/_runners/upgrade.py): packages upgraded through Salt's pkg
   pkgs: [openssl, apache2, libc6]
   # gentoo/binhost: PORTAGE_BINHOST = <binhost_url>/<grain webfarm:hw_profile>
-  binhost_url: http://binhost.lan/packages
+  binhost_url: rsync://preprod-generic/binpkgs      # what gentoo.buildhost serves
   make_conf: /etc/portage/make.conf
+  # gentoo/buildhost (preprod minions): FEATURES buildpkg, PKGDIR=<pkgdir_root>/<hw_profile>,
+  # an rsync daemon serving <pkgdir_root> read-only as module binpkgs
+  buildhost:
+    pkgdir_root: /var/cache/binpkgs
+    hosts_allow: [10.77.0.0/16]
+    module: binpkgs
   # php/versions: interpreters side by side, the vhost/pool switched to `php:version`
   php:
     version: "8.2"

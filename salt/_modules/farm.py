@@ -13,12 +13,19 @@ Pillar ``upgrade`` (every key can also be given as a keyword argument):
       service: php8.2-fpm              # restarted after a switch (optional)
       pkgs: [openssl, apache2]         # the os upgrade's packages (default: everything)
       binhost_url: http://binhost.example/packages   # gentoo/binhost SLS
+      check_cmd: [/usr/local/bin/smoke, --version, "{version}"]  # optional release check
+      checks: {"2.1.0": [/srv/www/app/current/bin/check]}     # per-release check (wins)
+
+:func:`upgrade_step` and :func:`rollback_step` do a whole farm step on a member in one Salt
+job (switch + health + checks + memcached flush) and report failures as ``ok: False`` data,
+so the upgrade runner needs one round trip per phase.
 """
 
 import http.client
 import json
 import logging
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -478,3 +485,270 @@ def make_conf(path="/etc/portage/make.conf", binhost_url=None, hw_profile=None):
         raise SaltInvocationError(
             f"{exc}: set pillar upgrade:binhost_url and grain webfarm:hw_profile"
         ) from None
+
+
+def _check_argv(version, check=None):
+    """The release check command: ``check``, else pillar ``upgrade:checks:<version>``, else
+    ``upgrade:check_cmd``; a list (or a string split like a shell would, never run by one)
+    with ``{version}`` replaced. None when no check is configured."""
+    settings = _settings()
+    if check is None:
+        checks = settings.get("checks") or {}
+        check = (checks.get(version) if isinstance(checks, dict) else None) or settings.get(
+            "check_cmd"
+        )
+    if not check:
+        return None
+    argv = shlex.split(check) if isinstance(check, str) else check
+    if not isinstance(argv, list | tuple) or not argv or not all(isinstance(a, str) for a in argv):
+        raise SaltInvocationError(f"check command must be a list of strings, got {check!r}")
+    return [a.replace("{version}", version or "") for a in argv]
+
+
+def _run_check(argv, timeout=300):
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"ok": False, "argv": argv, "error": f"check {argv[0]} did not run: {exc}"}
+    ok = proc.returncode == 0
+    return {
+        "ok": ok,
+        "argv": argv,
+        "retcode": proc.returncode,
+        "output": (proc.stdout + proc.stderr)[-2000:],
+        "seconds": round(time.monotonic() - started, 3),
+        "error": None if ok else f"check {' '.join(argv)} exited {proc.returncode}",
+    }
+
+
+def _health_error(result):
+    return (
+        f"health check failed: {result.get('error') or result.get('status')} ({result.get('url')})"
+    )
+
+
+def _finish(ret, started, timings, health_timeout, version, check, flush, url):
+    """Health (+ check, + flush) after a switch; fills ``ret`` and returns it."""
+    t0 = time.monotonic()
+    checked = health(url=url, version=version, timeout=health_timeout)
+    timings["health_wait"] = checked["seconds"]
+    timings["health"] = time.monotonic() - t0
+    ret["health"] = checked
+    if not checked["ok"]:
+        ret["error"] = _health_error(checked)
+    elif check:
+        t0 = time.monotonic()
+        ret["check"] = _run_check(check)
+        timings["check"] = time.monotonic() - t0
+        if not ret["check"]["ok"]:
+            ret["error"] = ret["check"]["error"]
+    if ret.get("error") is None and flush:
+        t0 = time.monotonic()
+        try:
+            ret["flushed"] = flush_cache()["flushed"]
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            ret["error"] = f"memcached flush failed: {exc}"
+        timings["flush"] = time.monotonic() - t0
+    ret["ok"] = ret.get("error") is None
+    ret["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    ret["seconds"] = round(time.monotonic() - started, 3)
+    return ret
+
+
+def upgrade_step(
+    version=None,
+    kind="app",
+    source=None,
+    pkgs=None,
+    url=None,
+    health_timeout=None,
+    flush=True,
+    check=None,
+    precheck=True,
+):
+    """
+    One member's whole part of a farm step, in one job: (app) :func:`release` ``version`` or
+    (os) :func:`upgrade_os`, then :func:`health`, the release check command (pillar
+    ``upgrade:checks:<version>`` / ``upgrade:check_cmd``) and the farm's memcached flush.
+
+    With ``precheck`` the app must answer (HTTP 200, any version) *before* anything changes:
+    a member that is already down is left untouched and reported ``down_before: True``.
+
+    Returns ``{"ok", "before", "version", "error", "down_before", "health", "check",
+    "flushed", "timings", "seconds"}``; a failure is ``ok: False`` with the reason (the caller
+    decides on rollback), bad arguments raise.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -G 'webfarm:farm:f1' farm.upgrade_step 2.0.1
+        salt -G 'webfarm:member:1' farm.upgrade_step kind=os pkgs='[openssl]' flush=False
+    """
+    if kind not in ("app", "os", "os-online"):
+        raise SaltInvocationError(f"kind must be app, os or os-online, got {kind!r}")
+    if kind == "app":
+        version = _version(version)
+    started = time.monotonic()
+    before = _read_version(_current_link(_root(None)))
+    argv = _check_argv(version, check) if kind == "app" or version else None
+    ret = {
+        "ok": False,
+        "kind": kind,
+        "before": before,
+        "version": version,
+        "error": None,
+        "down_before": False,
+        "flushed": False,
+    }
+    timings = {}
+    if precheck and (kind != "app" or before is not None):
+        t0 = time.monotonic()
+        probe = health(url=url, timeout=2, interval=0.5)
+        timings["precheck"] = time.monotonic() - t0
+        if not probe["ok"]:
+            ret.update(
+                down_before=True,
+                error=f"down before the upgrade, left as it was: {_health_error(probe)}",
+                timings={k: round(v, 3) for k, v in timings.items()},
+                seconds=round(time.monotonic() - started, 3),
+            )
+            return ret
+    t0 = time.monotonic()
+    try:
+        if kind == "app":
+            ret["release"] = release(version, source=source)
+        else:
+            ret["upgrade_os"] = upgrade_os(pkgs=pkgs)
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        timings["upgrade"] = time.monotonic() - t0
+        ret.update(
+            error=f"{'release' if kind == 'app' else 'OS upgrade'} failed: {exc}",
+            timings={k: round(v, 3) for k, v in timings.items()},
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return ret
+    timings["upgrade"] = time.monotonic() - t0
+    return _finish(
+        ret,
+        started,
+        timings,
+        health_timeout,
+        version if kind == "app" else None,
+        argv,
+        bool(flush) and kind == "app",
+        url,
+    )
+
+
+def rollback_step(version, url=None, health_timeout=None, flush=True, root=None, service=None):
+    """
+    Put this member back on release ``version`` (the one it ran before a failed step), in
+    one job: switch ``current`` to ``releases/<version>`` atomically (``previous`` to the
+    failed one), restart the service, check health on ``version`` and flush the farm's
+    memcached. Returns ``{"ok", "version", "from", "error", "health", "flushed", ...}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -L web-s1-f2-m1,web-s1-f2-m2 farm.rollback_step 2.0.1
+    """
+    version = _version(version)
+    root = _root(root)
+    started = time.monotonic()
+    target = os.path.join(root, "releases", version)
+    now = _read_version(_current_link(root))
+    ret = {"ok": False, "version": version, "from": now, "error": None, "flushed": False}
+    timings = {}
+    if not os.path.isdir(target):
+        ret["error"] = f"release {version} is not under {root}/releases: cannot roll back to it"
+        return ret
+    t0 = time.monotonic()
+    if now != version:
+        try:
+            if now is not None:
+                _point(root, "previous", now)
+            _point(root, "current", version)
+        except OSError as exc:
+            ret["error"] = f"cannot switch {root}/current to {version}: {exc}"
+            return ret
+        try:
+            ret["restarted"] = _restart(service)
+        except CommandExecutionError as exc:
+            ret["error"] = str(exc)
+            return ret
+    timings["switch"] = time.monotonic() - t0
+    _finish(ret, started, timings, health_timeout, version, None, bool(flush), url)
+    webfarm_events.fire(
+        __salt__, "farm", "rollback", "done" if ret["ok"] else "failed", {"version": version}
+    )
+    return ret
+
+
+def _buildhost_settings():
+    settings = _settings().get("buildhost") or {}
+    if not isinstance(settings, dict):
+        raise SaltInvocationError("pillar upgrade:buildhost must be a mapping")
+    return settings
+
+
+def buildhost_make_conf(path="/etc/portage/make.conf", pkgdir_root=None, hw_profile=None):
+    """
+    Return the text ``path`` should have on a preprod build host: its lines plus
+    ``buildpkg`` in ``FEATURES`` and ``PKGDIR=<pkgdir_root>/<hw_profile>`` (pillar
+    ``upgrade:buildhost:pkgdir_root``, default ``/var/cache/binpkgs``; grain
+    ``webfarm:hw_profile``). Used by the ``gentoo.buildhost`` SLS.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -G 'webfarm:role:preprod' farm.buildhost_make_conf
+    """
+    pkgdir_root = (
+        pkgdir_root
+        or _buildhost_settings().get("pkgdir_root")
+        or webfarm_upgrade.BUILDHOST_PKGDIR_ROOT
+    )
+    hw_profile = hw_profile or (__grains__.get("webfarm", {}) or {}).get("hw_profile")
+    existing = ""
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            existing = handle.read()
+    try:
+        return webfarm_upgrade.buildhost_make_conf(existing, pkgdir_root, hw_profile)
+    except ValueError as exc:
+        raise SaltInvocationError(
+            f"{exc}: set pillar upgrade:buildhost:pkgdir_root and grain webfarm:hw_profile"
+        ) from None
+
+
+def buildhost_rsyncd_conf():
+    """
+    Return the rsyncd.conf of a preprod build host from pillar ``upgrade:buildhost``
+    (``pkgdir_root``, ``hosts_allow``, ``module``, ``address``, ``port``, ``uid``, ``gid``,
+    ``use_chroot``): the binary packages served read-only to production.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -G 'webfarm:role:preprod' farm.buildhost_rsyncd_conf
+    """
+    settings = _buildhost_settings()
+    try:
+        return webfarm_upgrade.rsyncd_conf(
+            settings.get("pkgdir_root") or webfarm_upgrade.BUILDHOST_PKGDIR_ROOT,
+            settings.get("hosts_allow"),
+            module=settings.get("module") or webfarm_upgrade.BUILDHOST_MODULE,
+            address=settings.get("address"),
+            port=settings.get("port"),
+            uid=settings.get("uid"),
+            gid=settings.get("gid"),
+            use_chroot=settings.get("use_chroot", True) not in (False, "false", "no", "0"),
+            pid_file=settings.get("pid_file", "/run/rsyncd.pid"),
+        )
+    except (TypeError, ValueError) as exc:
+        raise SaltInvocationError(f"{exc}: check pillar upgrade:buildhost") from None

@@ -2,20 +2,30 @@
 :func:`rollout` through ``salt.runner``; sync it to the master with ``salt-run saltutil.sync_all``).
 
 The waves come from the live grains (``webfarm:role/site/farm/member``) of the minions, see
-``webfarm_upgrade``. Each step talks to the site LB minions (``haproxy_tier``) and to the
-farm members (``farm``) with ordinary Salt jobs, one phase at a time:
+``webfarm_upgrade.plan_rollout``; sites upgrade concurrently (one farm per site at a time).
+Each farm step is at most three Salt round trips:
 
-- ``app``: drain the farm -> ``farm.release`` on its members -> ``farm.health`` (HTTP, version)
-  -> ``farm.flush_cache`` -> ready the farm.
-- ``os``: drain the member -> ``farm.upgrade_os`` -> ``farm.health`` -> ready the member.
-- ``os-online``: ``farm.upgrade_os`` -> ``farm.health``, nothing drained.
+1. ``haproxy_tier.drain`` on the site LBs (the farm, or the member for ``os``);
+2. ``farm.upgrade_step`` on the members: release (or OS packages) + health + release check +
+   memcached flush, all in one job; a member whose app is already down is left untouched;
+3. ``haproxy_tier.ready`` on the site LBs (a member that was down stays in maint).
 
-A failed step stops the rollout (after ``max_failures`` tolerated ones) and leaves the failed
-farm/member drained; ``webfarm/upgrade/failed`` is fired with the step, the error and which
-farm runs which version. Events: ``webfarm/upgrade/step/done``, ``webfarm/upgrade/rollout/done``.
+A failed step (``on_failure: rollback``, the default) gets one more job,
+``farm.rollback_step`` (back to the version each member ran, health, memcached flush),
+then the farm is readied: no session reached the new version, since the farm was drained.
+``on_failure: hold`` leaves it drained. Either way the rollout stops (after ``max_failures``
+tolerated failures) and ``webfarm/upgrade/failed`` says what was done.
+
+The preprod gate: :func:`preprod` deploys a version to the ``webfarm:role: preprod`` servers,
+runs its checks and records the outcome per hw-profile on the master (JSON file, master
+option ``webfarm_release_record``, default ``<cachedir>/webfarm/releases-tested.json``) and
+fires ``webfarm/release/tested``. :func:`rollout` refuses a version not tested OK on every
+hw-profile of the members it would upgrade (``webfarm/upgrade/refused``) unless ``force``.
+Events: ``webfarm/upgrade/step/done``, ``webfarm/upgrade/rollout/done``.
 """
 
 import contextvars
+import fcntl
 import json
 import logging
 import os
@@ -32,6 +42,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "upgrade"
 
 FAILED_TAG = "webfarm/upgrade/failed"
+REFUSED_TAG = "webfarm/upgrade/refused"
+TESTED_TAG = "webfarm/release/tested"
 
 
 def __virtual__():
@@ -51,31 +63,160 @@ def _client():
     return salt.client.get_local_client(mopts=__opts__)
 
 
+def _kw(kwarg):
+    return {**kwarg, "__kwarg__": True}
+
+
 def _call(minions, fun, arg=(), kwarg=None, timeout=120, latency=None):
-    """Run ``fun`` on ``minions``; return ``{minion: return}`` or raise StepFailed."""
+    """Run ``fun`` on ``minions``; return ``{minion: return}`` or raise StepFailed.
+
+    ``fun`` may be a list of functions (one job running them in order, Salt's compound call)
+    with ``kwarg`` the list of their keyword arguments; the return is then
+    ``{minion: {fun: return}}``.
+    """
     started = time.monotonic()
+    if isinstance(fun, list):
+        call_arg = [[_kw(k)] for k in kwarg]
+        call_kwarg = {}
+    else:
+        call_arg, call_kwarg = list(arg), kwarg or {}
     ret = _client().cmd(
         list(minions),
         fun,
-        arg=list(arg),
-        kwarg=kwarg or {},
+        arg=call_arg,
+        kwarg=call_kwarg,
         tgt_type="list",
         timeout=timeout,
         full_return=True,
     )
+    name = "+".join(fun) if isinstance(fun, list) else fun
     if latency is not None:
-        latency.append({"fun": fun, "minions": len(minions), "seconds": time.monotonic() - started})
+        latency.append(
+            {"fun": name, "minions": len(minions), "seconds": time.monotonic() - started}
+        )
     missing = sorted(set(minions) - set(ret))
     if missing:
-        raise StepFailed(f"{fun}: no answer from {', '.join(missing)} within {timeout}s")
+        raise StepFailed(f"{name}: no answer from {', '.join(missing)} within {timeout}s")
+
+    def failed(data):
+        if not isinstance(data, dict):
+            return True
+        code = data.get("retcode", 0)
+        return any(c not in (0, None) for c in code.values()) if isinstance(code, dict) else code
+
     errors = [
-        f"{minion}: {data.get('ret')}"
-        for minion, data in sorted(ret.items())
-        if not isinstance(data, dict) or data.get("retcode", 0) != 0
+        f"{minion}: {data.get('ret')}" for minion, data in sorted(ret.items()) if failed(data)
     ]
     if errors:
-        raise StepFailed(f"{fun} failed: " + "; ".join(str(e) for e in errors))
+        raise StepFailed(f"{name} failed: " + "; ".join(str(e) for e in errors))
     return {minion: data["ret"] for minion, data in ret.items()}
+
+
+def _grains(tgt, timeout):
+    ret = _client().cmd(tgt, "grains.get", arg=["webfarm"], tgt_type="grain", timeout=timeout)
+    return {minion: {"webfarm": value} for minion, value in (ret or {}).items()}
+
+
+def _site_lbs(grains):
+    lbs = {}
+    for minion, data in sorted(grains.items()):
+        webfarm = data.get("webfarm") or {}
+        if isinstance(webfarm, dict) and webfarm.get("role") == "lb-site" and webfarm.get("site"):
+            lbs.setdefault(str(webfarm["site"]), []).append(minion)
+    return lbs
+
+
+def _lb_target(step):
+    """drain/ready keyword arguments: the whole farm (app) or its one member (os)."""
+    if len(step["members"]) > 1 or len(step["drain"]) != 1:
+        return {"farm": step["farm"]}
+    return {"farm": step["farm"], "server": step["drain"][0]}
+
+
+def _drain(lbs, step, timeout, latency):
+    out = _call(
+        lbs,
+        "haproxy_tier.drain",
+        kwarg={**_lb_target(step), "timeout": timeout},
+        timeout=int(timeout) + 60,
+        latency=latency,
+    )
+    return max([0.0] + [float(r.get("seconds", 0)) for r in out.values() if isinstance(r, dict)])
+
+
+def _ready(lbs, step, latency, keep_out=()):
+    """Ready the farm/member; servers in ``keep_out`` stay in maint. With some kept out,
+    each other server is readied by name, all in one job (Salt's compound call)."""
+    if not keep_out:
+        _call(lbs, "haproxy_tier.ready", kwarg=_lb_target(step), latency=latency)
+        return
+    names = [name for name in step["drain"] if name not in keep_out]
+    if not names:
+        return
+    _call(
+        lbs,
+        ["haproxy_tier.ready"] * len(names),
+        kwarg=[{"farm": step["farm"], "server": name} for name in names],
+        latency=latency,
+    )
+
+
+def _member_kwarg(opts, settings, version=None):
+    kwarg = {}
+    if settings.get("health_timeout") is not None:
+        kwarg["health_timeout"] = settings["health_timeout"]
+    if opts["kind"] == "app":
+        kwarg["version"] = version or opts["version"]
+        if settings.get("source"):
+            kwarg["source"] = settings["source"]
+    else:
+        kwarg["kind"] = opts["kind"]
+        if opts.get("version"):
+            kwarg["version"] = opts["version"]
+        if settings.get("pkgs"):
+            kwarg["pkgs"] = settings["pkgs"]
+    return kwarg
+
+
+def _health_wait(settings):
+    return int((settings["health_timeout"] if settings["health_timeout"] is not None else 120) + 60)
+
+
+def _rollback(members, results, settings, latency):
+    """Members back on the version they ran before; returns (ok, action text, details)."""
+    groups = webfarm_upgrade.rollback_targets(results, members)
+    if None in groups:
+        return False, "cannot roll back: no earlier version known; held drained", {}
+    kwarg = {}
+    if settings.get("health_timeout") is not None:
+        kwarg["health_timeout"] = settings["health_timeout"]
+    calls = [
+        (
+            _call,
+            group,
+            "farm.rollback_step",
+            (),
+            {**kwarg, "version": version},
+            _health_wait(settings),
+            latency,
+        )
+        for version, group in sorted(groups.items())
+    ]
+    try:
+        answers = {}
+        for part in _parallel(calls):
+            answers.update(part)
+    except StepFailed as exc:
+        return False, f"rollback failed ({exc}); held drained", {}
+    bad = [m for m, r in answers.items() if not (isinstance(r, dict) and r.get("ok"))]
+    if bad:
+        return (
+            False,
+            f"rollback failed ({webfarm_upgrade.member_error(answers, bad)}); held drained",
+            answers,
+        )
+    versions = ", ".join(sorted(groups))
+    return True, f"rolled back to {versions}, memcached flushed, back in service", answers
 
 
 def _parallel(calls):
@@ -97,119 +238,120 @@ def _parallel(calls):
     return results
 
 
-def _grains(tgt, timeout):
-    ret = _client().cmd(tgt, "grains.get", arg=["webfarm"], tgt_type="grain", timeout=timeout)
-    return {minion: {"webfarm": value} for minion, value in (ret or {}).items()}
+def _run_step(step, opts, lbs, settings):
+    """One farm (app) or member (os) through its phases.
 
-
-def _site_lbs(grains):
-    lbs = {}
-    for minion, data in sorted(grains.items()):
-        webfarm = data.get("webfarm") or {}
-        if isinstance(webfarm, dict) and webfarm.get("role") == "lb-site" and webfarm.get("site"):
-            lbs.setdefault(str(webfarm["site"]), []).append(minion)
-    return lbs
-
-
-def _drain(lbs, step, timeout, latency):
-    targets = (
-        [{"farm": step["farm"]}]
-        if len(step["drain"]) > 1
-        else [{"farm": step["farm"], "server": name} for name in step["drain"]]
-    )
-    seconds = 0.0
-    for kwarg in targets:
-        out = _call(
-            lbs,
-            "haproxy_tier.drain",
-            kwarg={**kwarg, "timeout": timeout},
-            timeout=timeout + 60,
-            latency=latency,
-        )
-        seconds = max(
-            [seconds] + [float(r.get("seconds", 0)) for r in out.values() if isinstance(r, dict)]
-        )
-    return seconds
-
-
-def _ready(lbs, step, latency):
-    targets = (
-        [{"farm": step["farm"]}]
-        if len(step["drain"]) > 1
-        else [{"farm": step["farm"], "server": name} for name in step["drain"]]
-    )
-    for kwarg in targets:
-        _call(lbs, "haproxy_tier.ready", kwarg=kwarg, latency=latency)
-
-
-def _health(members, version, timeout, latency):
-    kwarg = {}
-    if timeout is not None:
-        kwarg["timeout"] = timeout
-    if version is not None:
-        kwarg["version"] = version
-    wait = (timeout if timeout is not None else 120) + 60
-    out = _call(members, "farm.health", kwarg=kwarg, timeout=wait, latency=latency)
-    bad = [
-        f"{m}: {r.get('error') or r.get('status')} ({r.get('url')})"
-        for m, r in sorted(out.items())
-        if not r.get("ok")
-    ]
-    if bad:
-        raise StepFailed("health check failed: " + "; ".join(bad))
-    return max(float(r.get("seconds", 0)) for r in out.values()), {
-        m: r.get("version") for m, r in out.items()
-    }
-
-
-def _run_step(step, opts, lbs, settings, latency):
-    """One farm (app) or member (os) through its phases; returns (timings, versions)."""
+    Returns ``{"ok", "timings", "versions", "error", "action", "drained", "down",
+    "round_trips"}``; a failure is data (with what was done about it), not an exception.
+    """
+    latency = []
     members = [m["id"] for m in step["members"]]
     timings = {}
+    out = {"ok": False, "error": None, "action": None, "drained": False, "down": [], "versions": {}}
     site_lbs = lbs.get(step["site"], [])
     if step["drain"]:
         if not site_lbs:
-            raise StepFailed(
-                f"site {step['site']} has no lb-site minion to drain {step['farm']} in"
-            )
+            out["error"] = f"site {step['site']} has no lb-site minion to drain {step['farm']} in"
+            return {**out, "timings": timings, "round_trips": 0, "latency": latency}
         started = time.monotonic()
-        timings["drain_wait"] = _drain(site_lbs, step, settings["drain_timeout"], latency)
+        try:
+            timings["drain_wait"] = _drain(site_lbs, step, settings["drain_timeout"], latency)
+        except StepFailed as exc:
+            out.update(error=str(exc), drained=True, action="drain failed; held drained")
+            return {**out, "timings": timings, "round_trips": len(latency), "latency": latency}
         timings["drain"] = time.monotonic() - started
+        out["drained"] = True
     started = time.monotonic()
-    if opts["kind"] == "app":
-        kwarg = {"version": opts["version"]}
-        if settings.get("source"):
-            kwarg["source"] = settings["source"]
-        _call(
-            members, "farm.release", kwarg=kwarg, timeout=settings["job_timeout"], latency=latency
-        )
-    else:
-        kwarg = {"pkgs": settings["pkgs"]} if settings.get("pkgs") else {}
-        _call(
+    try:
+        results = _call(
             members,
-            "farm.upgrade_os",
-            kwarg=kwarg,
-            timeout=settings["job_timeout"],
+            "farm.upgrade_step",
+            kwarg=_member_kwarg(opts, settings),
+            timeout=settings["job_timeout"] + _health_wait(settings),
             latency=latency,
         )
-    timings["upgrade"] = time.monotonic() - started
-    started = time.monotonic()
-    timings["health_wait"], versions = _health(
-        members,
-        opts["version"] if opts["kind"] == "app" else None,
-        settings["health_timeout"],
-        latency,
+    except StepFailed as exc:
+        results = {"__error__": str(exc)}
+    timings["upgrade_step"] = time.monotonic() - started
+    error = results.pop("__error__", None)
+    good, down, bad = webfarm_upgrade.classify_members(results)
+    bad += [m for m in members if m not in results]
+    for phase in ("upgrade", "health_wait", "health", "flush"):
+        values = [
+            float((r.get("timings") or {}).get(phase, 0))
+            for r in results.values()
+            if isinstance(r, dict)
+        ]
+        if values:
+            timings[phase] = max(values)
+    out["versions"] = {
+        m: r.get("version") for m, r in results.items() if isinstance(r, dict) and r.get("ok")
+    }
+    out["down"] = down
+    keep_out = (
+        [
+            webfarm_upgrade.server_name(step["farm"], m["index"])
+            for m in step["members"]
+            if m["id"] in down
+        ]
+        if step["drain"]
+        else []
     )
-    timings["health"] = time.monotonic() - started
-    if opts["kind"] == "app":
+    if not bad and not good:
+        # Every member was down before the step: nothing changed; they stay in maint.
+        out.update(ok=True, action="every member was down before the step; kept in maint")
+        return {
+            **out,
+            "timings": _rounded(timings),
+            "round_trips": len(latency),
+            "latency": latency,
+        }
+    if bad:
+        out["error"] = error or webfarm_upgrade.member_error(results, bad)
+        if opts["on_failure"] == "hold" or not step["drain"] or opts["kind"] != "app":
+            action = "held drained" if step["drain"] else "nothing drained"
+            out.update(action=action, drained=bool(step["drain"]))
+            return {
+                **out,
+                "timings": _rounded(timings),
+                "round_trips": len(latency),
+                "latency": latency,
+            }
         started = time.monotonic()
-        _call(members[:1], "farm.flush_cache", latency=latency)
-        timings["flush"] = time.monotonic() - started
+        ok, action, answers = _rollback(
+            [m for m in members if m not in down], results, settings, latency
+        )
+        timings["rollback"] = time.monotonic() - started
+        out["action"] = action
+        out["rollback"] = {
+            m: {"version": r.get("version"), "ok": r.get("ok"), "error": r.get("error")}
+            for m, r in answers.items()
+            if isinstance(r, dict)
+        }
+        out["versions"] = {m: r.get("version") for m, r in answers.items() if isinstance(r, dict)}
+        if not ok:
+            return {
+                **out,
+                "timings": _rounded(timings),
+                "round_trips": len(latency),
+                "latency": latency,
+            }
+    else:
+        out["ok"] = True
     if step["drain"]:
         started = time.monotonic()
-        _ready(site_lbs, step, latency)
+        try:
+            _ready(site_lbs, step, latency, keep_out)
+            out["drained"] = False
+        except StepFailed as exc:
+            out.update(ok=False, error=f"{out['error'] + '; ' if out['error'] else ''}{exc}")
+            out["action"] = (out["action"] or "upgraded") + "; ready failed, still drained"
         timings["ready"] = time.monotonic() - started
-    return {k: round(v, 3) for k, v in timings.items()}, versions
+    return {**out, "timings": _rounded(timings), "round_trips": len(latency), "latency": latency}
+
+
+def _rounded(timings):
+    return {k: round(v, 3) for k, v in timings.items()}
 
 
 def _versions(members):
@@ -221,13 +363,186 @@ def _versions(members):
     return {m: v for m, v in (ret or {}).items() if v is None or isinstance(v, str)}
 
 
+# ----------------------------------------------------------------------------- the record
+
+
+def _record_path():
+    path = __opts__.get("webfarm_release_record")
+    if not path:
+        path = os.path.join(
+            __opts__.get("cachedir", "/var/cache/salt/master"), "webfarm", "releases-tested.json"
+        )
+    return str(path)
+
+
+def _load_record(path=None):
+    path = path or _record_path()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise salt.exceptions.CommandExecutionError(
+            f"release record {path} is unreadable ({exc}): fix or move it"
+        ) from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _update_record(update):
+    """Apply ``update(record) -> record`` under a lock; write atomically; return the path."""
+    path = _record_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = update(_load_record(path))
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    return path
+
+
+def tested(kind="app", version=None):
+    """
+    Show the preprod record of the master: every tested release (or one) with its outcome
+    per hw-profile.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run upgrade.tested
+        salt-run upgrade.tested version=2.1.0
+    """
+    record = _load_record()
+    if version is None:
+        return {"path": _record_path(), "releases": record}
+    key = webfarm_upgrade.release_key(kind, version)
+    return {
+        "path": _record_path(),
+        "release": key,
+        "profiles": (record.get(key) or {}).get("profiles", {}),
+    }
+
+
+def preprod(
+    kind="app",
+    version=None,
+    source=None,
+    pkgs=None,
+    health_timeout=None,
+    job_timeout=600,
+    tgt="webfarm:role:preprod",
+):
+    """
+    Test a release on the preproduction servers (grain ``webfarm:role: preprod``, one per
+    hw-profile): deploy it (``farm.upgrade_step``: release or OS packages, HTTP health, the
+    release's check command from pillar), record the outcome per hw-profile on the master and
+    fire ``webfarm/release/tested`` with it. A production rollout needs ``ok`` on every
+    hw-profile its members use.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run upgrade.preprod version=2.1.0
+        salt-run state.orchestrate upgrade.preprod pillar='{"upgrade": {"kind": "app", "version": "2.1.0"}}'
+    """
+    try:
+        opts = webfarm_upgrade.options(kind, version)
+        if opts["version"] is None:
+            raise webfarm_upgrade.PlanError([f"a {kind} test needs a version (a release label)"])
+        hosts = webfarm_upgrade.preprod_hosts(_grains(tgt, timeout=60))
+    except (webfarm_upgrade.PlanError, salt.exceptions.SaltException) as exc:
+        __context__["retcode"] = 1
+        return {"result": False, "comment": f"cannot test {kind} {version} on preprod: {exc}"}
+    started = time.monotonic()
+    settings = {"source": source, "pkgs": pkgs, "health_timeout": health_timeout}
+    kwarg = {**_member_kwarg(opts, settings), "flush": False, "precheck": False}
+    minions = sorted(hosts.values())
+    try:
+        results = _call(
+            minions,
+            "farm.upgrade_step",
+            kwarg=kwarg,
+            timeout=int(job_timeout) + _health_wait(settings),
+        )
+    except StepFailed as exc:
+        results = {m: {"ok": False, "error": str(exc)} for m in minions}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    entries = {}
+    for profile, minion in sorted(hosts.items()):
+        result = results.get(minion) if isinstance(results.get(minion), dict) else {}
+        entries[profile] = {
+            "ok": bool(result.get("ok")),
+            "minion": minion,
+            "time": stamp,
+            "error": result.get("error"),
+            "health": (result.get("health") or {}).get("status"),
+            "check": (result.get("check") or {}).get("argv"),
+        }
+
+    def update(record):
+        for profile, entry in entries.items():
+            record = webfarm_upgrade.record_tested(
+                record, opts["kind"], opts["version"], profile, entry
+            )
+        return record
+
+    path = _update_record(update)
+    ok = all(e["ok"] for e in entries.values())
+    payload = {
+        "kind": opts["kind"],
+        "version": opts["version"],
+        "ok": ok,
+        "profiles": entries,
+        "record": path,
+    }
+    __salt__["event.send"](TESTED_TAG, data=payload)
+    failed = {p: e["error"] for p, e in entries.items() if not e["ok"]}
+    comment = (
+        f"{opts['kind']} {opts['version']} tested OK on preprod for {', '.join(sorted(entries))}"
+        if ok
+        else f"{opts['kind']} {opts['version']} FAILED on preprod: "
+        + "; ".join(f"{p}: {e}" for p, e in sorted(failed.items()))
+    )
+    if not ok:
+        __context__["retcode"] = 1
+    return {
+        **payload,
+        "result": ok,
+        "comment": f"{comment} (recorded in {path})",
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _gate(opts, grains, waves):
+    """None when the rollout may go on, else the refusal comment; sets ``forced`` text."""
+    if opts["version"] is None:
+        return None, None
+    members = [m["id"] for wave in waves for step in wave for m in step["members"]]
+    profiles = webfarm_upgrade.hw_profiles(grains, members)
+    untested = webfarm_upgrade.untested_profiles(
+        _load_record(), opts["kind"], opts["version"], profiles
+    )
+    if not untested:
+        return None, None
+    comment = webfarm_upgrade.gate_comment(opts["kind"], opts["version"], untested)
+    if opts["force"]:
+        return None, "untested on " + ", ".join(f"{p} ({w})" for p, w in sorted(untested.items()))
+    return comment, None
+
+
 def rollout(
     kind,
     version=None,
     sites=None,
     farms=None,
-    batch=1,
+    batch=None,
     max_failures=0,
+    on_failure="rollback",
+    force=False,
     source=None,
     pkgs=None,
     drain_timeout=60,
@@ -242,13 +557,20 @@ def rollout(
         ``app`` (a farm at a time, needs ``version``), ``os`` (member #1 of every farm, then
         #2, ...) or ``os-online`` (everywhere at once, nothing drained).
     version
-        The release to deploy (``app``).
+        The release to deploy (``app``); for ``os`` an optional label of the package set,
+        gated like an app version.
     sites, farms
         Limit the rollout (lists or comma-separated; a farm is ``f1`` or ``s1/f1``).
     batch
-        Farms upgraded at once (``app``; never two of one site). Default 1.
+        Farms upgraded at once (``app``; never two of one site). Default: the number of sites
+        (every site upgrades one farm at a time, all sites concurrently).
     max_failures
         Failed steps tolerated before the rollout stops. Default 0.
+    on_failure
+        ``rollback`` (default): the failed farm goes back to the version it ran, health is
+        checked, its memcached flushed and it is readied. ``hold``: it stays drained.
+    force
+        Roll out a version not tested OK on preprod for every hw-profile (reported).
     source
         rsync source passed to ``farm.release`` (default: each member's pillar
         ``upgrade:source``).
@@ -269,12 +591,18 @@ def rollout(
     """
     started = time.monotonic()
     try:
-        opts = webfarm_upgrade.options(kind, version, sites, farms, batch, max_failures)
-        grains = _grains(tgt, timeout=60)
-        farm_map = webfarm_upgrade.farms_from_grains(grains)
-        waves = webfarm_upgrade.plan(
-            farm_map, opts["kind"], opts["sites"], opts["farms"], opts["batch"]
+        opts = webfarm_upgrade.options(
+            kind, version, sites, farms, batch, max_failures, on_failure, force
         )
+        grains = _grains(tgt, timeout=60)
+        before = None
+        if opts["kind"] == "app":
+            # Each site's farms go oldest version first (a rolled-back farm before the rest).
+            farm_map = webfarm_upgrade.production_farms(grains)
+            before = _versions(
+                [m for s in farm_map.values() for f in s.values() for m in f.values()]
+            )
+        farm_map, waves = webfarm_upgrade.plan_rollout(grains, opts, versions=before)
     except (webfarm_upgrade.PlanError, salt.exceptions.SaltException) as exc:
         __context__["retcode"] = 1
         return {"result": False, "comment": f"cannot plan the {kind} upgrade: {exc}"}
@@ -282,6 +610,18 @@ def rollout(
     if problems:
         __context__["retcode"] = 1
         return {"result": False, "comment": "unsafe plan: " + "; ".join(problems)}
+    try:
+        refusal, forced = _gate(opts, grains, waves)
+    except salt.exceptions.SaltException as exc:
+        __context__["retcode"] = 1
+        return {"result": False, "comment": f"cannot check the preprod record: {exc}"}
+    if refusal:
+        __context__["retcode"] = 1
+        __salt__["event.send"](
+            REFUSED_TAG,
+            data={"kind": opts["kind"], "version": opts["version"], "comment": refusal},
+        )
+        return {"result": False, "refused": True, "comment": refusal, "steps": []}
     settings = {
         "source": source,
         "pkgs": pkgs,
@@ -291,10 +631,11 @@ def rollout(
     }
     lbs = _site_lbs(grains)
     report = webfarm_upgrade.new_report(opts, waves)
+    report["forced"] = forced or False
     report["latency"] = []
     log.info("%s upgrade: %d wave(s) %s", opts["kind"], len(waves), report["waves"])
     for number, planned in enumerate(waves, 1):
-        outcomes, wave = [], []
+        wave = []
         for step in planned:
             reason = webfarm_upgrade.blocker(report, step)
             if reason:
@@ -306,30 +647,62 @@ def rollout(
 
         def run(step):
             try:
-                timings, versions = _run_step(step, opts, lbs, settings, report["latency"])
-                return step, True, timings, None, versions
-            except StepFailed as exc:
-                return step, False, {}, str(exc), {}
+                return step, _run_step(step, opts, lbs, settings)
             except Exception as exc:  # noqa: BLE001 - a broken step must not lose the report
                 log.exception("upgrade step %s/%s", step["site"], step["farm"])
-                return step, False, {}, f"{type(exc).__name__}: {exc}", {}
+                return step, {
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "action": "unexpected error; state unknown",
+                    "drained": True,
+                    "down": [],
+                    "versions": {},
+                    "timings": {},
+                    "round_trips": 0,
+                    "latency": [],
+                }
 
         if len(wave) == 1:
-            outcomes.append(run(wave[0]))
+            outcomes = [run(wave[0])]
         else:
-            with ThreadPoolExecutor(max_workers=min(8, len(wave))) as pool:
+            with ThreadPoolExecutor(max_workers=min(16, len(wave))) as pool:
                 futures = [pool.submit(contextvars.copy_context().run, run, step) for step in wave]
                 outcomes = [future.result() for future in futures]
         go_on = True
-        for step, ok, timings, error, versions in outcomes:
-            timings["wave"] = number
+        for step, out in outcomes:
+            timings = {**out["timings"], "wave": number, "round_trips": out["round_trips"]}
+            report["latency"] += out["latency"]
             go_on = (
-                webfarm_upgrade.record_step(report, step, ok, timings, error, versions) and go_on
+                webfarm_upgrade.record_step(
+                    report,
+                    step,
+                    out["ok"],
+                    timings,
+                    out["error"],
+                    out["versions"],
+                    action=out["action"],
+                    drained=out["drained"],
+                    down=out["down"],
+                )
+                and go_on
             )
-            data = {"wave": number, "site": step["site"], "farm": step["farm"], "ok": ok}
-            if ok:
+            if out.get("rollback"):
+                report["rollbacks"].append(
+                    {
+                        "site": step["site"],
+                        "farm": step["farm"],
+                        "members": out["rollback"],
+                        "action": out["action"],
+                    }
+                )
+            data = {"wave": number, "site": step["site"], "farm": step["farm"], "ok": out["ok"]}
+            if out["ok"]:
                 webfarm_events.fire(
-                    __salt__, "upgrade", "step", "done", {**data, "timings": timings}
+                    __salt__,
+                    "upgrade",
+                    "step",
+                    "done",
+                    {**data, "timings": timings, "skipped_members": out["down"]},
                 )
         if not go_on:
             break
@@ -349,6 +722,10 @@ def rollout(
                 "farm": failed["farm"],
                 "members": failed["members"],
                 "error": failed.get("error"),
+                "action": failed.get("action"),
+                "on_failure": opts["on_failure"],
+                "drained": failed.get("drained"),
+                "rollbacks": report["rollbacks"],
                 "stopped": report["stopped"],
                 "farms": report["farms"],
                 "comment": report["comment"],
@@ -362,7 +739,13 @@ def rollout(
             "upgrade",
             "rollout",
             "done",
-            {"kind": opts["kind"], "version": opts["version"], "farms": report["farms"]},
+            {
+                "kind": opts["kind"],
+                "version": opts["version"],
+                "farms": report["farms"],
+                "forced": report["forced"],
+                "skipped_members": report["skipped_members"],
+            },
         )
     return report
 

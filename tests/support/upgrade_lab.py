@@ -225,6 +225,10 @@ FARMS = ("f1", "f2")
 MEMBERS = (1, 2)
 
 
+PREPROD = "u-preprod"
+HW_PROFILE = "generic-x86_64"
+
+
 def minion_id(site, farm, member):
     return f"u-web-{site}-{farm}-m{member}"
 
@@ -237,6 +241,7 @@ class Monitor:
         self.interval = interval
         self.max_farms_per_site = 0
         self.max_members_per_farm = 0
+        self.max_sites_out = 0
         self.ever_down = set()
         self.errors = []
         self._stop = threading.Event()
@@ -262,6 +267,7 @@ class Monitor:
                 self.errors.append(repr(exc))
                 time.sleep(self.interval)
                 continue
+            self.max_sites_out = max(self.max_sites_out, len(down))
             for site, farms in down.items():
                 self.max_farms_per_site = max(self.max_farms_per_site, len(farms))
                 for farm, servers in farms.items():
@@ -287,6 +293,7 @@ class UpgradeLab:
         self.pillar_overrides = pillar_overrides
         self.caches, self.apps, self.instances = {}, {}, {}
         self._procs = []
+        self.broken_dist = self.base / "dist-broken"
 
     def start(self):
         members = {}
@@ -304,6 +311,10 @@ class UpgradeLab:
                     app = PhpApp(root, address, free_port(address), member=ident, memcached=cache)
                     self.apps[ident] = app.start()
                     members[(site, farm, member)] = app
+        root = self.base / "apps" / PREPROD
+        install_release(root, self.dist, "1.0.0")
+        self.apps[PREPROD] = PhpApp(root, "127.0.3.10", free_port("127.0.3.10"), member=PREPROD)
+        self.apps[PREPROD].start()
         self.topology = self._topology(members)
         clean = webfarm_haproxy.validate_topology(self.topology)
         for site in SITES:
@@ -364,26 +375,56 @@ class UpgradeLab:
         return all(r["status"] == "UP" for r in rows if r["svname"] != "FRONTEND")
 
     def _write_pillar(self):
-        for (site, farm), (address, port) in self.caches.items():
-            for member in MEMBERS:
-                ident = minion_id(site, farm, member)
-                app = self.apps[ident]
-                self.pillar_overrides.set(
-                    ident,
-                    {
-                        "upgrade": {
-                            "root": str(app.root),
-                            "source": str(self.dist / "{version}"),
-                            "health_url": app.url,
-                            "health_timeout": "6",
-                            "memcached": {"address": address, "port": str(port)},
-                        }
-                    },
-                )
+        for site in SITES:
+            for farm in FARMS:
+                for member in MEMBERS:
+                    ident = minion_id(site, farm, member)
+                    self.pillar_overrides.set(ident, self.member_pillar(ident))
         for site in SITES:
             self.pillar_overrides.set(
                 f"u-lb-{site}", {"haproxy": {"site": {"socket": self.instances[site].socket}}}
             )
+        app = self.apps[PREPROD]
+        self.pillar_overrides.set(
+            PREPROD,
+            {
+                "upgrade": {
+                    "root": str(app.root),
+                    "source": str(self.dist / "{version}"),
+                    "health_url": app.url,
+                    "health_timeout": "6",
+                    # the release's own check: PHP must parse its entry point
+                    "check_cmd": f"php -l {app.root}/releases/{{version}}/index.php",
+                }
+            },
+        )
+
+    def member_pillar(self, ident, source=None):
+        """The ``upgrade`` pillar of web member ``ident`` (``source`` overrides the dist)."""
+        site, farm = ident.split("-")[2:4]
+        address, port = self.caches[(site, farm)]
+        app = self.apps[ident]
+        return {
+            "upgrade": {
+                "root": str(app.root),
+                "source": source or str(self.dist / "{version}"),
+                "health_url": app.url,
+                "health_timeout": "6",
+                "memcached": {"address": address, "port": str(port)},
+            }
+        }
+
+    def break_member(self, ident, versions):
+        """Publish ``versions`` broken (HTTP 500) for ``ident`` only: its pillar source points
+        at a second dist. Call ``refresh_pillar`` on it afterwards."""
+        for version in versions:
+            build_release(self.broken_dist, version, broken=True)
+        self.pillar_overrides.set(
+            ident, self.member_pillar(ident, source=str(self.broken_dist / "{version}"))
+        )
+
+    def mend_member(self, ident):
+        self.pillar_overrides.set(ident, self.member_pillar(ident))
 
     def minion_grains(self):
         grains = {
@@ -393,6 +434,7 @@ class UpgradeLab:
             for member in MEMBERS
         }
         grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in SITES})
+        grains[PREPROD] = webfarm_grains("preprod", hw_profile=HW_PROFILE)
         return grains
 
     def site_instances(self):
@@ -425,11 +467,12 @@ def upgrade_master_config(base_dir):
 
 @pytest.fixture(scope="module")
 def upgrade_lab(salt_factories, tmp_path_factory):
-    """Real master (+ the upgrade reactors), 8 web minions + 2 site-LB minions, memcached per
-    farm, a PHP app per member at release 1.0.0, both HAProxy tiers; synced and ready."""
+    """Real master (+ the upgrade reactors), 8 web minions + 2 site-LB minions + 1 preprod
+    minion, memcached per farm, a PHP app per member (and on preprod) at release 1.0.0, both
+    HAProxy tiers; synced and ready."""
     base = tmp_path_factory.mktemp("upgrade-lab")
     dist = base / "dist"
-    for version in ("1.0.0", "2.0.1", "3.0.0"):
+    for version in ("1.0.0", "2.0.1", "3.0.0", "3.0.1", "3.0.2", "4.0.0"):
         build_release(dist, version)
     build_release(dist, "2.0.2", broken=True)
     overrides = upgrade_master_config(base)
@@ -458,6 +501,7 @@ def upgrade_lab(salt_factories, tmp_path_factory):
         assert not not_running, f"minions did not start: {not_running}"
         lab.master = master
         lab.notify_log = Path(overrides["webfarm_upgrade_notify"])
+        lab.record = Path(master.config["cachedir"]) / "webfarm" / "releases-tested.json"
         lab.salt_cli = master.salt_cli(timeout=120)
         lab.salt_run_cli = master.salt_run_cli(timeout=300)
         ret = lab.salt_cli.run("saltutil.sync_all", minion_tgt="u-*")

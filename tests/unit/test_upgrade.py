@@ -69,7 +69,7 @@ def test_farms_from_topology_matches_the_example_pillar_shape():
 
 
 def test_app_waves_one_farm_per_site_batch_1():
-    waves = wu.plan(FARMS, "app")
+    waves = wu.plan(FARMS, "app", batch=1)
     assert names(waves) == [["s1/f1"], ["s2/f1"], ["s1/f2"], ["s2/f2"]]
     assert waves[0][0]["drain"] == ["f1_m1", "f1_m2"]
     assert [m["id"] for m in waves[0][0]["members"]] == ["web-s1-f1-m1", "web-s1-f1-m2"]
@@ -179,7 +179,10 @@ def test_options_normalise():
         "farms": None,
         "batch": 2,
         "max_failures": 0,
+        "on_failure": "rollback",
+        "force": False,
     }
+    assert wu.options("app", "2", batch=None, on_failure="hold", force="true")["force"] is True
 
 
 def test_version_key_orders_numerically():
@@ -192,8 +195,8 @@ def test_version_key_orders_numerically():
 
 
 def _report(max_failures=0):
-    opts = wu.options("app", "2.0.1", max_failures=max_failures)
-    waves = wu.plan(FARMS, "app")
+    opts = wu.options("app", "2.0.1", max_failures=max_failures, batch=1)
+    waves = wu.plan(FARMS, "app", batch=1)
     return wu.new_report(opts, waves), waves
 
 
@@ -287,3 +290,178 @@ def test_tolerated_failure_blocks_the_rest_of_its_farm_os():
     wu.record_step(report, waves[0][0], False, {}, error="x")  # s1/f1 member 1
     assert wu.blocker(report, waves[1][0]) == "a member of s1/f1 failed and stays drained"
     assert wu.blocker(report, waves[1][1]) is None  # s1/f2 member 2
+
+
+# ----------------------------------------------------------------------------- part 2
+
+
+def test_app_default_batch_is_one_farm_of_every_site_at_once():
+    waves = wu.plan(FARMS, "app")
+    assert names(waves) == [["s1/f1", "s2/f1"], ["s1/f2", "s2/f2"]]
+    assert wu.check_plan(waves, "app") == []
+    assert names(wu.plan(FARMS, "app", sites="s2")) == [["s2/f1"], ["s2/f2"]]
+
+
+def big_grains(sites=4, farms=8, members=16):
+    out = {}
+    for s in range(1, sites + 1):
+        for f in range(1, farms + 1):
+            for m in range(1, members + 1):
+                out[f"web-s{s}-f{f}-m{m:02d}"] = {
+                    "webfarm": {
+                        "role": "web",
+                        "site": f"s{s}",
+                        "farm": f"f{f}",
+                        "member": m,
+                        "hw_profile": ("xeon-e5", "epyc-7003")[m % 2],
+                    }
+                }
+        out[f"lb-s{s}"] = grains(f"s{s}", None, None, role="lb-site")
+    return out
+
+
+def test_plan_512_members_4_sites_8_farms_16_members():
+    """The seed's size on paper: 4 sites x 8 farms x 16 members, planned from grains."""
+    topo = big_grains()
+    farm_map, app = wu.plan_rollout(topo, wu.options("app", "3.0.0"))
+    members = [m for s in farm_map.values() for f in s.values() for m in f.values()]
+    assert len(members) == 512 and len(set(members)) == 512
+    # app: every site upgrades concurrently, one farm per site at a time -> 8 waves of 4 farms
+    assert len(app) == 8 and all(len(w) == 4 for w in app)
+    assert all(sorted(s["site"] for s in w) == ["s1", "s2", "s3", "s4"] for w in app)
+    assert all(len(s["members"]) == 16 and len(s["drain"]) == 16 for w in app for s in w)
+    assert wu.check_plan(app, "app") == []
+    assert sorted(m["id"] for w in app for s in w for m in s["members"]) == sorted(members)
+    # os: member #1 of all 32 farms, then #2, ... -> 16 waves of 32 single-member steps
+    _, os_waves = wu.plan_rollout(topo, wu.options("os"))
+    assert len(os_waves) == 16 and all(len(w) == 32 for w in os_waves)
+    assert all(
+        {m["index"] for s in w for m in s["members"]} == {i} for i, w in enumerate(os_waves, 1)
+    )
+    assert wu.check_plan(os_waves, "os") == []
+    # batch 2: never two farms of one site, 16 waves
+    _, two = wu.plan_rollout(topo, wu.options("app", "3.0.0", batch=2))
+    assert len(two) == 16 and wu.check_plan(two, "app") == []
+    assert wu.hw_profiles(topo, members).keys() == {"xeon-e5", "epyc-7003"}
+
+
+def test_preprod_hosts_one_per_profile():
+    topo = {
+        "pp-a": {"webfarm": {"role": "preprod", "hw_profile": "xeon-e5"}},
+        "pp-b": {"webfarm": {"role": "preprod", "hw_profile": "epyc-7003"}},
+        "web": grains("s1", "f1", 1),
+    }
+    assert wu.preprod_hosts(topo) == {"xeon-e5": "pp-a", "epyc-7003": "pp-b"}
+    topo["pp-c"] = {"webfarm": {"role": "preprod", "hw_profile": "xeon-e5"}}
+    with pytest.raises(wu.PlanError, match="pp-c: second preprod server of hw-profile xeon-e5"):
+        wu.preprod_hosts(topo)
+    with pytest.raises(wu.PlanError, match="no preprod server"):
+        wu.preprod_hosts({"web": grains("s1", "f1", 1)})
+
+
+def test_gate_needs_an_ok_test_on_every_profile():
+    record = wu.record_tested({}, "app", "2.1.0", "xeon-e5", {"ok": True, "minion": "pp-a"})
+    assert wu.untested_profiles(record, "app", "2.1.0", ["xeon-e5"]) == {}
+    missing = wu.untested_profiles(record, "app", "2.1.0", ["xeon-e5", "epyc-7003"])
+    assert missing == {"epyc-7003": "never tested"}
+    assert wu.untested_profiles(record, "app", "2.2.0", ["xeon-e5"]) == {"xeon-e5": "never tested"}
+    record = wu.record_tested(
+        record, "app", "2.1.0", "epyc-7003", {"ok": False, "minion": "pp-b", "error": "HTTP 500"}
+    )
+    assert wu.untested_profiles(record, "app", "2.1.0", ["epyc-7003"]) == {
+        "epyc-7003": "failed on pp-b: HTTP 500"
+    }
+    comment = wu.gate_comment("app", "2.1.0", {"epyc-7003": "never tested"})
+    assert comment.startswith("refused: app 2.1.0 is not tested OK on preprod")
+    assert "upgrade.preprod" in comment and "nothing was drained" in comment
+    # a later OK test replaces the failed one; the os kind is a separate key
+    record = wu.record_tested(record, "app", "2.1.0", "epyc-7003", {"ok": True, "minion": "pp-b"})
+    assert wu.untested_profiles(record, "app", "2.1.0", ["epyc-7003", "xeon-e5"]) == {}
+    assert wu.untested_profiles(record, "os", "2.1.0", ["xeon-e5"]) == {"xeon-e5": "never tested"}
+
+
+def test_classify_members_and_rollback_targets():
+    results = {
+        "a": {"ok": True, "before": "1.0.0", "version": "2.0.0"},
+        "b": {"ok": False, "before": "1.0.0", "error": "health check failed: HTTP 500"},
+        "c": {"ok": False, "down_before": True, "before": "1.0.0", "error": "down"},
+        "d": "Traceback ...",
+    }
+    assert wu.classify_members(results) == (["a"], ["c"], ["b", "d"])
+    assert wu.member_error(results, ["b", "d"]) == (
+        "b: health check failed: HTTP 500; d: Traceback ..."
+    )
+    assert wu.rollback_targets(results, ["a", "b", "e"]) == {"1.0.0": ["a", "b", "e"]}
+    assert wu.rollback_targets({}, ["a"]) == {None: ["a"]}
+
+
+def test_rolled_back_failure_stops_but_does_not_block_its_site():
+    report, waves = _report(max_failures=1)
+    wu.record_step(
+        report, waves[0][0], False, {}, error="x", action="rolled back to 1.0.0", drained=False
+    )
+    assert wu.blocker(report, waves[2][0]) is None  # s1/f2: s1/f1 is back in service
+    report, waves = _report()
+    assert not wu.record_step(
+        report, waves[0][0], False, {}, error="m2: HTTP 500", action="rolled back", drained=False
+    )
+    assert wu.summary(report).startswith(
+        "app upgrade stopped at s1/f1 (web-s1-f1-m1, web-s1-f1-m2): m2: HTTP 500; rolled back;"
+    )
+
+
+def test_skipped_members_and_force_are_in_the_summary():
+    report, waves = _report()
+    report["forced"] = "untested on xeon (never tested)"
+    wu.record_step(report, waves[0][0], True, {}, down=["web-s1-f1-m2"])
+    assert report["skipped_members"][0]["member"] == "web-s1-f1-m2"
+    text = wu.summary(report)
+    assert "skipped (down before their wave, kept in maint): web-s1-f1-m2" in text
+    assert "FORCED past the preprod gate: untested on xeon" in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "app", "version": "2", "on_failure": "ignore"}, "on_failure must be one of"),
+        ({"kind": "app", "version": "2", "force": "maybe"}, "force must be true or false"),
+        ({"kind": "os", "version": "../x"}, "bad version"),
+    ],
+)
+def test_options_reject_bad_part2_input(kwargs, message):
+    with pytest.raises(wu.PlanError, match=message):
+        wu.options(**kwargs)
+
+
+def test_buildhost_make_conf_and_rsyncd_conf():
+    """Gentoo cannot run here: the build host's make.conf and rsyncd.conf are checked as text."""
+    text = wu.buildhost_make_conf(
+        'FEATURES="sandbox"\nPKGDIR="/old"\n', "/var/cache/binpkgs", "xeon"
+    )
+    assert text == 'FEATURES="sandbox buildpkg"\nPKGDIR="/var/cache/binpkgs/xeon"\n'
+    assert wu.buildhost_make_conf(text, "/var/cache/binpkgs", "xeon") == text
+    with pytest.raises(ValueError, match="pkgdir_root"):
+        wu.buildhost_make_conf("", "relative", "xeon")
+    conf = wu.rsyncd_conf("/var/cache/binpkgs", ["10.77.0.0/16"])
+    assert "[binpkgs]\n    path = /var/cache/binpkgs\n" in conf
+    assert "    read only = yes\n" in conf and "    hosts allow = 10.77.0.0/16\n" in conf
+    assert "hosts deny = *" in conf and "use chroot = yes" in conf
+    with pytest.raises(ValueError, match="hosts_allow"):
+        wu.rsyncd_conf("/var/cache/binpkgs", [])
+    assert wu.buildhost_commands(["dev-libs/openssl"]) == [
+        ["emerge", "--update", "--deep", "--newuse", "--buildpkg", "dev-libs/openssl"],
+        ["emaint", "binhost", "--fix"],
+    ]
+
+
+def test_a_mixed_site_upgrades_its_oldest_farm_first():
+    """After a rollback s1/f2 runs 1.0.0 while s1/f1 runs 2.0.0: draining s1/f1 first would
+    send its 2.0.0 sessions to 1.0.0 (a version regression), so s1/f2 goes first."""
+    versions = {m: "2.0.0" for s in FARMS.values() for f in s.values() for m in f.values()}
+    versions.update({"web-s1-f2-m1": "1.0.0", "web-s1-f2-m2": "1.0.0", "web-s2-f1-m2": None})
+    waves = wu.plan(FARMS, "app", versions=versions)
+    assert names(waves) == [["s1/f2", "s2/f1"], ["s1/f1", "s2/f2"]]
+    versions.update({"web-s2-f1-m1": "2.0.10", "web-s2-f1-m2": "2.0.10"})
+    versions.update({"web-s2-f2-m1": "2.0.9", "web-s2-f2-m2": "2.0.10"})
+    assert names(wu.plan(FARMS, "app", versions=versions))[0] == ["s1/f2", "s2/f2"]
+    assert names(wu.plan(FARMS, "app")) == [["s1/f1", "s2/f1"], ["s1/f2", "s2/f2"]]

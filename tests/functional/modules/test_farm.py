@@ -310,3 +310,193 @@ def test_php_versions_unknown_version_changes_nothing(modules, tmp_path):
     (state,) = ret.values()
     assert state["result"] is False and "7.4 is not one of" in state["comment"]
     assert not (tmp_path / "php").exists()
+
+
+# ----------------------------------------------------------------------------- farm steps
+
+
+def test_upgrade_step_switches_checks_health_and_flushes_in_one_call(
+    modules, loaders, php_app, upgrade_memcached, tmp_path
+):
+    address, port = upgrade_memcached
+    loaders.opts["pillar"]["upgrade"].update(
+        health_url=php_app.url,
+        memcached={"address": address, "port": port},
+        check_cmd=["test", "-f", str(php_app.root / "releases" / "{version}" / "VERSION")],
+    )
+    modules.farm.release("1.0.0")
+    php_app.start()
+    memcached_command(address, port, "set probe 0 60 1\r\nx")
+    ret = modules.farm.upgrade_step("2.0.1", health_timeout=5)
+    assert ret["ok"] is True, ret
+    assert (ret["before"], ret["version"], ret["error"]) == ("1.0.0", "2.0.1", None)
+    assert ret["health"]["version"] == "2.0.1" and ret["flushed"] is True
+    assert ret["check"]["argv"][-1] == str(php_app.root / "releases/2.0.1/VERSION")
+    assert ret["check"]["ok"] is True
+    assert {"precheck", "upgrade", "health", "check", "flush"} <= set(ret["timings"])
+    assert memcached_command(address, port, "get probe") == "END\r\n"
+
+    # a failing release check is a failed step, reported as data
+    loaders.opts["pillar"]["upgrade"]["checks"] = {"1.0.0": "false"}
+    ret = modules.farm.upgrade_step("1.0.0", health_timeout=5)
+    assert ret["ok"] is False and ret["error"] == "check false exited 1", ret
+    assert ret["before"] == "2.0.1"
+
+
+def test_upgrade_step_of_a_broken_release_then_rollback_step(modules, loaders, php_app):
+    loaders.opts["pillar"]["upgrade"]["health_url"] = php_app.url
+    modules.farm.release("1.0.0")
+    php_app.start()
+    ret = modules.farm.upgrade_step("2.0.2", health_timeout=1, flush=False)
+    assert ret["ok"] is False and ret["before"] == "1.0.0"
+    assert ret["error"].startswith("health check failed: HTTP 500")
+    assert modules.farm.version() == "2.0.2"
+    back = modules.farm.rollback_step("1.0.0", health_timeout=5, flush=False)
+    assert back["ok"] is True and back["from"] == "2.0.2", back
+    assert back["health"]["version"] == "1.0.0" and modules.farm.version() == "1.0.0"
+    assert modules.farm.rollback_step("1.0.0", health_timeout=5, flush=False)["ok"] is True
+    missing = modules.farm.rollback_step("0.9.0", flush=False)
+    assert missing["ok"] is False and "not under" in missing["error"]
+
+
+def test_upgrade_step_leaves_a_member_that_is_already_down_alone(modules, loaders, app_root):
+    loaders.opts["pillar"]["upgrade"]["health_url"] = f"http://127.0.0.1:{free_port()}/"
+    modules.farm.release("1.0.0")
+    started = time.monotonic()
+    ret = modules.farm.upgrade_step("2.0.1")
+    assert time.monotonic() - started < 5
+    assert ret["ok"] is False and ret["down_before"] is True
+    assert ret["error"].startswith("down before the upgrade, left as it was")
+    assert modules.farm.version() == "1.0.0"
+    assert not (app_root / "releases" / "2.0.1").exists()
+
+
+def test_upgrade_step_rejects_bad_input(modules):
+    with pytest.raises(SaltInvocationError, match="bad version"):
+        modules.farm.upgrade_step("../x")
+    with pytest.raises(SaltInvocationError, match="kind must be"):
+        modules.farm.upgrade_step("2.0.1", kind="big")
+    with pytest.raises(SaltInvocationError, match="check command"):
+        modules.farm.upgrade_step("2.0.1", check={"x": 1})
+
+
+# ----------------------------------------------------------------------------- build host
+
+
+def _buildhost_pillar(tmp_path, port):
+    return {
+        "upgrade": {
+            "make_conf": str(tmp_path / "etc" / "make.conf"),
+            "buildhost": {
+                "pkgdir_root": str(tmp_path / "binpkgs"),
+                "hosts_allow": ["127.0.0.1"],
+                "address": "127.0.0.1",
+                "port": port,
+                "uid": "root",
+                "gid": "root",
+                "use_chroot": False,
+                "pid_file": str(tmp_path / "rsyncd.pid"),
+                "rsyncd_conf": str(tmp_path / "etc" / "rsyncd.conf"),
+                "manage_service": False,
+            },
+        }
+    }
+
+
+def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
+    modules, loaders, tmp_path, testmode
+):
+    """Gentoo cannot run here: the SLS writes make.conf and rsyncd.conf into a temp dir, then
+    a real rsync daemon started from that rsyncd.conf serves the PKGDIR, and the fetch
+    Portage makes for an rsync:// PORTAGE_BINHOST (FETCHCOMMAND_RSYNC) gets its files."""
+    import subprocess
+
+    from tests.support._proc import stop_process
+    from tests.support.upgrade_lab import wait_port
+
+    loaders.opts["grains"]["webfarm"] = {"role": "preprod", "hw_profile": "xeon-e5"}
+    port = free_port()
+    pillar = _buildhost_pillar(tmp_path, port)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "make.conf").write_text('COMMON_FLAGS="-O2"\nFEATURES="sandbox"\n')
+    ret = _sls(modules, "gentoo.buildhost", pillar, test=testmode)
+    assert sorted(s["__id__"] for s in ret.values()) == [
+        "gentoo-buildhost-make-conf",
+        "gentoo-buildhost-pkgdir",
+        "gentoo-buildhost-rsyncd-conf",
+    ]
+    if testmode:
+        assert all(s["result"] is None for s in ret.values()), ret
+        assert not (tmp_path / "etc" / "rsyncd.conf").exists()
+        return
+    assert all(s["result"] is True for s in ret.values()), ret
+    assert (tmp_path / "etc" / "make.conf").read_text() == (
+        f'COMMON_FLAGS="-O2"\nFEATURES="sandbox buildpkg"\nPKGDIR="{tmp_path}/binpkgs/xeon-e5"\n'
+    )
+    again = _sls(modules, "gentoo.buildhost", pillar)
+    assert [s["__id__"] for s in again.values() if s["changes"]] == []
+
+    # What `emerge --buildpkg` + `emaint binhost --fix` leave in PKGDIR (stand-ins).
+    pkgdir = tmp_path / "binpkgs" / "xeon-e5"
+    (pkgdir / "dev-libs" / "openssl").mkdir(parents=True)
+    (pkgdir / "Packages").write_text("PACKAGES: 1\n\nCPV: dev-libs/openssl-3.0.13\n")
+    (pkgdir / "dev-libs" / "openssl" / "openssl-3.0.13-1.gpkg.tar").write_bytes(b"\0" * 4096)
+    conf = tmp_path / "etc" / "rsyncd.conf"
+    daemon = subprocess.Popen(
+        ["rsync", "--daemon", "--no-detach", f"--config={conf}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port("127.0.0.1", port, proc=daemon)
+        binhost = modules.farm.make_conf(
+            path=str(tmp_path / "none"),
+            binhost_url=f"rsync://127.0.0.1:{port}/binpkgs",
+            hw_profile="xeon-e5",
+        )
+        url = binhost.split('PORTAGE_BINHOST="', 1)[1].split('"', 1)[0]
+        assert url == f"rsync://127.0.0.1:{port}/binpkgs/xeon-e5"
+        fetched = tmp_path / "fetched"
+        fetched.mkdir()
+        # FETCHCOMMAND_RSYNC of Portage's make.globals: rsync -LtvP "${URI}" "${DISTDIR}/${FILE}"
+        got = subprocess.run(
+            ["rsync", "-LtvP", f"{url}/Packages", str(fetched / "Packages")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert got.returncode == 0, got.stderr
+        assert (fetched / "Packages").read_text() == (pkgdir / "Packages").read_text()
+        got = subprocess.run(
+            ["rsync", "-LtvP", f"{url}/dev-libs/openssl/openssl-3.0.13-1.gpkg.tar", str(fetched)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert got.returncode == 0, got.stderr
+        assert (fetched / "openssl-3.0.13-1.gpkg.tar").stat().st_size == 4096
+        # read only, and only for hosts_allow (a client from 127.0.0.2 is refused)
+        push = subprocess.run(
+            ["rsync", str(fetched / "Packages"), f"{url}/evil"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert push.returncode != 0 and "read only" in push.stderr
+        other = subprocess.run(
+            ["rsync", "--address=127.0.0.2", f"{url}/Packages", str(fetched / "x")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert other.returncode != 0 and "access denied" in other.stderr.lower()
+    finally:
+        stop_process(daemon)
+
+
+def test_gentoo_buildhost_sls_refuses_a_non_preprod_minion(modules, loaders, tmp_path):
+    loaders.opts["grains"]["webfarm"] = {"role": "web", "hw_profile": "xeon-e5"}
+    ret = _sls(modules, "gentoo.buildhost", _buildhost_pillar(tmp_path, 1873))
+    (state,) = ret.values()
+    assert state["result"] is False and "for preprod minions" in state["comment"]
+    assert not (tmp_path / "etc").exists()
