@@ -1,0 +1,192 @@
+"""VRRP failover of both HAProxy tiers: real keepalived and HAProxy in network namespaces.
+
+The lab (tests/support/haproxy_vrrp_lab.py): two primary LBs sharing a VIP, two LBs of site
+s1 sharing another, a single LB for site s2, web members, a client namespace. keepalived on
+``lb-pb`` is started through the ``haproxy_tier.vrrp_configured`` state (as minion lb-pb);
+the other LBs' from the same renderer by the lab. Sticky sessions then run through the
+primary VIP while LBs fail in each way the issue names.
+"""
+
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from saltfactories.utils.functional import Loaders
+
+from tests.support.haproxy_vrrp_lab import PRIMARY_VIP, SECRET, StickyTraffic, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def loaders_pillar(wf18_vrrp_lab):
+    pillar = wf18_vrrp_lab.lbs["pb"].pillar
+    pillar["haproxy"]["vrrp"]["netns"] = wf18_vrrp_lab.lbs["pb"].ns
+    return pillar
+
+
+@pytest.fixture
+def loaders(minion_config, loaders_pillar):
+    """The loader as minion ``lb-pb`` (the module renders for the minion it runs on)."""
+    opts = dict(minion_config)
+    opts["id"] = "lb-pb"
+    opts["pillar"] = loaders_pillar
+    loaders = Loaders(opts)
+    yield loaders
+    loaders.reset_state()
+
+
+def _as(lb_from, lb_to, text):
+    """``text`` of ``lb_from`` with its own address and lab directory swapped for ``lb_to``'s
+    (each lab LB keeps its files in a directory of its own)."""
+    own = str(Path(lb_from.settings["config"]).parent)
+    other = str(Path(lb_to.settings["config"]).parent)
+    return text.replace(own, other).replace(lb_from.address, lb_to.address)
+
+
+def _bind_lines(text):
+    return [line for line in text.splitlines() if line.strip().startswith("bind ")]
+
+
+def test_vrrp_state_starts_keepalived_on_the_backup_with_the_secret_masked(
+    states, modules, wf18_vrrp_lab
+):
+    lab = wf18_vrrp_lab
+    pb = lab.lbs["pb"]
+    ret = states.haproxy_tier.vrrp_configured("vrrp", test=True)
+    assert ret.result is None
+    assert ret.comment == f"Would have replaced {pb.vrrp['config']} and started keepalived"
+    assert "auth_pass ********" in ret.changes["diff"]
+    assert SECRET not in str(ret.raw)
+    assert not Path(pb.vrrp["config"]).exists()
+
+    ret = states.haproxy_tier.vrrp_configured("vrrp")
+    assert ret.result is True, ret.comment
+    assert ret.comment == "keepalived config written and keepalived started"
+    assert ret.changes["started"]["pid"] == pb.keepalived_pid()
+    assert SECRET not in str(ret.raw)
+    assert stat.S_IMODE(Path(pb.vrrp["config"]).stat().st_mode) == 0o600
+    assert Path(pb.vrrp["config"]).read_text() == pb.keepalived_config()
+
+    again = states.haproxy_tier.vrrp_configured("vrrp")
+    assert again.result is True and again.changes == {}
+    assert again.comment == "keepalived config is already as wanted and running"
+
+    # pa stays master (nopreempt; pb joins as backup), pb reports it does not hold the VIP.
+    time.sleep(4)
+    status = modules.haproxy_tier.vrrp_status()
+    assert status["running"] and status["pid"] == pb.keepalived_pid()
+    assert status["vips"] == {"primary": {"address": PRIMARY_VIP, "held": False}}
+    assert lab.master("primary") == "pa"
+    assert SECRET not in modules.haproxy_tier.vrrp_render()
+
+
+def test_backup_runs_the_same_config_rendered_from_the_same_pillar(modules, wf18_vrrp_lab):
+    lab = wf18_vrrp_lab
+    pa, pb = lab.lbs["pa"], lab.lbs["pb"]
+    # What the module renders on lb-pb is what pb's HAProxy runs.
+    rendered = modules.haproxy_tier.render(tier="primary")
+    assert rendered == Path(pb.settings["config"]).read_text()
+    running_a = Path(pa.settings["config"]).read_text()
+    # Both bind the VIP (transparent: pb does not hold it); only the own-address line differs.
+    assert _bind_lines(rendered) == [
+        f"    bind {pb.address}:80",
+        f"    bind {PRIMARY_VIP}:80 transparent",
+    ]
+    assert _bind_lines(running_a) == [
+        f"    bind {pa.address}:80",
+        f"    bind {PRIMARY_VIP}:80 transparent",
+    ]
+    assert _as(pb, pa, rendered) == running_a
+    # The site LBs' pair too.
+    s1a, s1b = lab.lbs["s1a"], lab.lbs["s1b"]
+    s1a_text = Path(s1a.settings["config"]).read_text()
+    assert _as(s1a, s1b, s1a_text) == Path(s1b.settings["config"]).read_text()
+    # keepalived: the same instance, the same password, only priority/addresses differ.
+    a, b = Path(pa.vrrp["config"]).read_text(), Path(pb.vrrp["config"]).read_text()
+    assert "virtual_router_id 181" in a and "virtual_router_id 181" in b
+    swapped = (
+        a.replace(pa.address, "\0").replace(pb.address, pa.address).replace("\0", pb.address)
+        .replace("router_id lb-pa", "router_id lb-pb").replace("priority 150", "priority 140")
+    )  # fmt: skip
+    assert "auth_pass " + SECRET in a
+    assert swapped == b
+
+
+def _phase(lab, traffic, label, fail, recover, settle=6.0):
+    """Break something under traffic, wait for the VIP to answer again, then repair it."""
+    start = time.monotonic()
+    fail()
+    deadline = start + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        failed, seconds = traffic.outage(start)
+        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
+            break
+    failed, seconds = traffic.outage(start)
+    ok = sum(1 for e in traffic.since(start) if e[2])
+    print(f"    {label}: {failed} failed requests, VIP answered again after "
+          f"{'-' if seconds is None else f'{seconds:.2f}'} s ({ok} ok)")  # fmt: skip
+    print(f"      (started {start - traffic.events[0][0]:.2f} s after the traffic)")
+    recover()
+    return failed, seconds
+
+
+def test_failover_of_each_tier_keeps_sticky_sessions(wf18_vrrp_lab, capsys):
+    lab = wf18_vrrp_lab
+    pb = lab.lbs["pb"]
+    if pb.keepalived_pid() is None:  # run alone: start lb-pb's keepalived as the state would
+        pb.start_keepalived()
+    wait_for(lambda: lab.master("primary") is not None, 15, "primary VRRP master")
+    traffic = StickyTraffic(lab, PRIMARY_VIP, sessions=6).start()
+    results = {}
+    try:
+        wait_for(lambda: len(traffic.first_places()) == 6, 15, "every session served")
+        time.sleep(1)
+
+        master = lab.master("primary")
+        other = "pb" if master == "pa" else "pa"
+        m = lab.lbs[master]
+        results["primary HAProxy killed"] = _phase(
+            lab, traffic, f"kill -9 HAProxy on {m.id}", m.kill_haproxy, m.start_haproxy
+        )
+        assert lab.master("primary") == other
+        wait_for(lambda: m.http_ok(m.address), 10, "restarted HAProxy")
+
+        # The master's keepalived dies (SIGKILL: no goodbye advert, the VIP stays on its
+        # link until the other LB takes it and announces it by gratuitous ARP).
+        m = lab.lbs[lab.master("primary")]
+        results["primary keepalived killed"] = _phase(
+            lab, traffic, f"kill -9 keepalived on {m.id}", m.kill_keepalived, m.start_keepalived
+        )
+        wait_for(lambda: lab.master("primary") is not None, 15, "one primary master again")
+
+        # The whole master host drops off the network.
+        m = lab.lbs[lab.master("primary")]
+        results["primary host down"] = _phase(
+            lab, traffic, f"{m.id} eth0 down", lambda: m.set_link(False), lambda: m.set_link(True)
+        )
+        wait_for(lambda: lab.master("primary") is not None, 15, "one primary master again")
+
+        # The site tier: s1's master HAProxy dies under the same sessions.
+        s = lab.lbs[lab.master("s1")]
+        results["site s1 HAProxy killed"] = _phase(
+            lab, traffic, f"kill -9 HAProxy on {s.id}", s.kill_haproxy, s.start_haproxy
+        )
+        results["back in service"] = _phase(
+            lab, traffic, "all LBs back", lambda: None, lambda: None, settle=3
+        )
+    finally:
+        traffic.stop()
+    with capsys.disabled():
+        print()
+        for kind, (failed, seconds) in results.items():
+            print(f"    failover {kind}: {failed} failed, VIP again after {seconds} s")
+    for kind, (failed, seconds) in results.items():
+        if failed:
+            assert seconds is not None, f"{kind}: the VIP never answered again"
+    assert traffic.unsticky() == [], f"sessions that lost their stickiness: {traffic.moves()}"
+    assert results["back in service"][0] == 0
+    assert results["primary HAProxy killed"][0] > 0, "the failure did not hit the traffic"
+    assert lab.master("primary") is not None and lab.master("s1") is not None
