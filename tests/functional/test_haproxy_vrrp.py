@@ -7,14 +7,32 @@ the other LBs' from the same renderer by the lab. Sticky sessions then run throu
 primary VIP while LBs fail in each way the issue names.
 """
 
+import importlib.util
+import json
+import shutil
 import stat
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.support.haproxy_vrrp_lab import PRIMARY_VIP, SECRET, StickyTraffic, wait_for
+from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
+from tests.support._proc import stop_process
+from tests.support.haproxy_vrrp_lab import (
+    APACHE_MEMBER,
+    CLIENT,
+    PRIMARY_VIP,
+    S1_VIP,
+    SECRET,
+    Session,
+    StickyTraffic,
+    wait_for,
+)
+
+APACHE_MODULES = "/usr/lib/apache2/modules"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -104,7 +122,7 @@ def test_backup_runs_the_same_config_rendered_from_the_same_pillar(modules, wf18
     s1a_text = Path(s1a.settings["config"]).read_text()
     assert _as(s1a, s1b, s1a_text) == Path(s1b.settings["config"]).read_text()
     # keepalived: the same instance, the same password, only priority/addresses differ.
-    a, b = Path(pa.vrrp["config"]).read_text(), Path(pb.vrrp["config"]).read_text()
+    a, b = Path(pa.vrrp["config"]).read_text(), pb.keepalived_config()
     assert "virtual_router_id 181" in a and "virtual_router_id 181" in b
     swapped = (
         a.replace(pa.address, "\0").replace(pb.address, pa.address).replace("\0", pb.address)
@@ -190,3 +208,113 @@ def test_failover_of_each_tier_keeps_sticky_sessions(wf18_vrrp_lab, capsys):
     assert results["back in service"][0] == 0
     assert results["primary HAProxy killed"][0] > 0, "the failure did not hit the traffic"
     assert lab.master("primary") is not None and lab.master("s1") is not None
+
+
+APACHE_CONF = """\
+ServerRoot "{root}"
+DefaultRuntimeDir "{root}/run"
+PidFile "{root}/run/httpd.pid"
+Listen {address}:80
+ServerName {address}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule dir_module {modules}/mod_dir.so
+LoadModule remoteip_module {modules}/mod_remoteip.so
+User www-data
+Group www-data
+ErrorLog "{root}/error.log"
+DocumentRoot "{docroot}"
+DirectoryIndex member.json
+<Directory "{docroot}">
+    Require all granted
+</Directory>
+LogFormat "%h %l %u %t \\"%r\\" %>s %b \\"%{{Referer}}i\\" \\"%{{User-agent}}i\\"" combined
+CustomLog "{root}/access.log" combined
+Include "{include}"
+"""
+
+
+def _load_shipper(repo_root):
+    path = repo_root / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
+    spec = importlib.util.spec_from_file_location("webfarm_shipper_wf18", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_web_members_access_log_names_the_client_through_both_tiers(
+    modules, wf18_vrrp_lab, tmp_path, repo_root
+):
+    """A request from the client namespace through the primary VIP and site s2's LB to an
+    Apache member: the combined LogFormat, with the accesslog SLS's RemoteIP settings
+    (trusted proxies = the topology's LBs and VIPs), logs the client, even when the client
+    sends an X-Forwarded-For of its own."""
+    if shutil.which("apache2") is None or not Path(APACHE_MODULES, "mod_remoteip.so").exists():
+        pytest.skip("apache2 with mod_remoteip is not installed (apt-get install apache2)")
+    lab = wf18_vrrp_lab
+    pillar, root = acl_pillar(tmp_path, "mongodb://127.0.0.1:9/")  # no store: the shipper spools
+    all_ok(apply(modules, "accesslog.piped", pillar), False)
+    include = root / "apache2/conf-enabled/webfarm-accesslog.conf"
+    text = include.read_text()
+    proxies = [lb.address for lb in lab.lbs.values()] + [PRIMARY_VIP, S1_VIP]
+    line = next(x for x in text.splitlines() if x.startswith("RemoteIPInternalProxy "))
+    assert sorted(line.split()[1:]) == sorted(proxies)
+
+    (_site_farm_member, address) = APACHE_MEMBER
+    docroot = Path(tempfile.mkdtemp(prefix="wf18-apache-docroot-"))
+    try:
+        docroot.chmod(0o755)
+        (docroot / "member.json").write_text(json.dumps({"site": "s2", "farm": "f1", "member": 3}))
+        (docroot / "member.json").chmod(0o644)
+        apache_root = tmp_path / "apache"
+        (apache_root / "run").mkdir(parents=True)
+        conf = apache_root / "httpd.conf"
+        conf.write_text(
+            APACHE_CONF.format(
+                root=apache_root, address=address, modules=APACHE_MODULES, docroot=docroot,
+                include=include,
+            )
+        )  # fmt: skip
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.web, "apache2", "-f", str(conf), "-DFOREGROUND"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            s2 = lab.lbs["s2"]
+            wait_for(
+                lambda: (
+                    modules.haproxy_tier.servers(socket=s2.settings["socket"])["f1"]["f1_m3"][
+                        "status"
+                    ]
+                    == "UP"
+                ),
+                20,
+                "the Apache member UP on s2's LB",
+            )
+
+            def visit(spoof=None):
+                session = Session(PRIMARY_VIP)
+                session.cookies = {"SITEID": "s2", "FARMID": "f1"}
+                for _ in range(12):  # round robin over f1's three members
+                    if spoof:
+                        session.extra_headers = {"X-Forwarded-For": spoof}
+                    status, data = session.get(f"/?visit={spoof or 'plain'}")
+                    if status == 200 and data["member"] == 3:
+                        return True
+                return False
+
+            assert lab.call_in(f"{lab.prefix}-client", visit)
+            assert lab.call_in(f"{lab.prefix}-client", lambda: visit("192.0.2.66"))
+        finally:
+            stop_process(proc, group=True)
+        log = (apache_root / "access.log").read_text().splitlines()
+    finally:
+        shutil.rmtree(docroot, ignore_errors=True)
+    parser = _load_shipper(repo_root).LogFormat("combined")
+    visits = [parser.parse(x) for x in log if "visit=" in x]
+    assert {(v["query"], v["ip"]) for v in visits} == {
+        ("visit=plain", CLIENT),
+        ("visit=192.0.2.66", CLIENT),  # a client's own X-Forwarded-For names nobody
+    }

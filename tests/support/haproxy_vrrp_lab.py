@@ -52,6 +52,8 @@ MEMBERS = {
     ("s2", "f1", 1): f"{NET}.51",
     ("s2", "f1", 2): f"{NET}.52",
 }
+# s2/f1/m3 is an Apache (started by the access-log test) serving a static member.json.
+APACHE_MEMBER = (("s2", "f1", 3), f"{NET}.53")
 CLIENT = f"{NET}.100"
 FLOOD = f"{NET}.101"
 BACKEND = Path(__file__).with_name("_vrrp_backend.py")
@@ -85,7 +87,7 @@ def topology():
         return {"id": f"lb-{name}", "address": LBS[name][2], "port": PORT}
 
     farms = {}
-    for (site, farm, member), address in MEMBERS.items():
+    for (site, farm, member), address in [*MEMBERS.items(), APACHE_MEMBER]:
         farms.setdefault(site, {}).setdefault(farm, {"members": {}})["members"][member] = {
             "id": f"web-{site}-{farm}-m{member}",
             "address": address,
@@ -366,7 +368,7 @@ class VrrpLab:
         run(["ip", "-n", sw, "link", "set", "br0", "up"])
         for name in self.extra_hosts:
             self._host(name, CLIENT if name == "client" else FLOOD)
-        self.web = self._host("web", *MEMBERS.values())
+        self.web = self._host("web", *MEMBERS.values(), APACHE_MEMBER[1])
         for name, (_tier, _site, address) in LBS.items():
             self._host(name, address)
             self.lbs[name] = LB(self, name)
@@ -415,11 +417,12 @@ class Session:
     def __init__(self, address, port=PORT):
         self.address, self.port = address, port
         self.cookies = {}
+        self.extra_headers = {}
 
     def get(self, path="/", timeout=2):
         conn = http.client.HTTPConnection(self.address, self.port, timeout=timeout)
         try:
-            headers = {"Connection": "close"}
+            headers = {"Connection": "close", **self.extra_headers}
             if self.cookies:
                 headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
             conn.request("GET", path, headers=headers)
