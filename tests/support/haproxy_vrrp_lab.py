@@ -313,7 +313,7 @@ def wait_for(predicate, timeout, what):
 
 
 class VrrpLab:
-    def __init__(self, base_dir, prefix, haproxy_extra=None, hosts=("client",)):
+    def __init__(self, base_dir, prefix, haproxy_extra=None, hosts=("client",), fast=False):
         self.base_dir = Path(base_dir)
         self.prefix = prefix
         self.haproxy_extra = haproxy_extra or {}
@@ -322,6 +322,24 @@ class VrrpLab:
         self.lbs = {}
         self.backend = None
         self._veth = 0
+        # fast: one HAProxy answers as every member (benchmarks: the LBs are measured, not
+        # Python's http.server); the same JSON without the request's headers.
+        self.fast_backends = fast
+
+    def _fast_backend_config(self):
+        lines = ["global", "    maxconn 20000", "defaults", "    mode http",
+                 "    timeout client 30s", "    timeout server 30s", "    timeout connect 5s", ""]  # fmt: skip
+        for (site, farm, member), address in MEMBERS.items():
+            body = json.dumps({"site": site, "farm": farm, "member": member}).replace('"', '\\"')
+            lines += [
+                f"frontend m_{site}_{farm}_{member}",
+                f"    bind {address}:{PORT}",
+                f'    http-request return status 200 content-type application/json string "{body}"',
+                "",
+            ]
+        path = self.base_dir / "fast-backends.cfg"
+        path.write_text("\n".join(lines))
+        return str(path)
 
     # -- network
     def _ns(self, name):
@@ -368,14 +386,19 @@ class VrrpLab:
         run(["ip", "-n", sw, "link", "set", "br0", "up"])
         for name in self.extra_hosts:
             self._host(name, CLIENT if name == "client" else FLOOD)
+        if "flood" in self.extra_hosts:  # the flood's spoofed sources leave by this gateway
+            run(["ip", "-n", f"{self.prefix}-flood", "route", "add", "default", "dev", "eth0"])
         self.web = self._host("web", *MEMBERS.values(), APACHE_MEMBER[1])
         for name, (_tier, _site, address) in LBS.items():
             self._host(name, address)
             self.lbs[name] = LB(self, name)
         identities = [f"{a}:{PORT}:{s}:{f}:{m}" for (s, f, m), a in MEMBERS.items()]
+        argv = ["python3", str(BACKEND), *identities]
+        if self.fast_backends:
+            argv = ["haproxy", "-f", self._fast_backend_config()]
         log = open(self.base_dir / "backends.log", "ab")  # noqa: SIM115
         self.backend = subprocess.Popen(
-            ["ip", "netns", "exec", self.web, "python3", str(BACKEND), *identities],
+            ["ip", "netns", "exec", self.web, *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
