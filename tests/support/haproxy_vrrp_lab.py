@@ -327,7 +327,7 @@ class VrrpLab:
         self.fast_backends = fast
 
     def _fast_backend_config(self):
-        lines = ["global", "    maxconn 20000", "defaults", "    mode http",
+        lines = ["global", "    maxconn 8000", "defaults", "    mode http",
                  "    timeout client 30s", "    timeout server 30s", "    timeout connect 5s", ""]  # fmt: skip
         for (site, farm, member), address in MEMBERS.items():
             body = json.dumps({"site": site, "farm": farm, "member": member}).replace('"', '\\"')
