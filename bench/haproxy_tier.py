@@ -6,6 +6,16 @@ Anchors (issue 6):
 2. time to drain a farm of 16 through the runtime API (haproxy_tier.drain);
 3. requests/s with wrk through both tiers vs straight to one backend (overhead ratio).
 
+Anchors (issue 18), in network namespaces (tests/support/haproxy_vrrp_lab.py: two LBs per
+tier sharing a VIP by keepalived, a client and a flood namespace; needs root, keepalived,
+hping3):
+4. new connections/s (`Connection: close`) direct, through one tier, through both tiers, and
+   the per-connection overhead of each tier;
+5. a bounded SYN flood (hping3 --flood -S --rand-source, 5 s, only at the lab's primary VIP)
+   while a client opens real connections: their success share and p99 connect time with
+   Debian's defaults vs haproxy.sysctl's values -- goal: >= 99 % succeed when tuned;
+6. failover time and failed requests per failure kind -- goal: <= 3 s, 0 sessions unsticky.
+
 Everything runs on loopback; every process started here is stopped by its PID.
 """
 
@@ -334,6 +344,206 @@ def bench_runtime(directory):
             proc.stop()
 
 
+def wrk_close(lab, url, seconds=WRK_SECONDS):
+    """wrk from the client namespace with a new connection per request."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", f"{lab.prefix}-client", "wrk", "-t2", "-c32", f"-d{seconds}s",
+         "-H", "Connection: close", url],
+        capture_output=True, text=True, check=False, timeout=seconds + 30,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"wrk {url} failed: {proc.stdout} {proc.stderr}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", proc.stdout).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", proc.stdout)
+    return rate, errors.group(0) if errors else "no errors"
+
+
+def set_sysctls(lab, names, values):
+    for name in names:
+        for key, value in values.items():
+            lab.lbs[name].exec("sysctl", "-q", "-w", f"{key}={value}", check=False)
+
+
+def restart_tier(lab, names):
+    """Restart the HAProxy of each LB (backup first) so new listen backlogs take effect."""
+    from tests.support.haproxy_vrrp_lab import wait_for
+
+    master = next(n for n in names if lab.lbs[n].holds_vip())
+    for name in sorted(names, key=lambda n: n == master):
+        lab.lbs[name].kill_haproxy()
+        lab.lbs[name].start_haproxy()
+        time.sleep(1)
+    wait_for(lambda: lab.master("primary") is not None, 20, "a primary master")
+    time.sleep(3)  # the restarted LB's check has risen; the VIP is settled
+
+
+def flood_round(lab, target, seconds=5, threads=4):
+    """Real connections (GET, Connection: close) from the client while hping3 floods."""
+    import threading
+
+    from tests.support.haproxy_vrrp_lab import in_netns
+
+    flood = subprocess.Popen(
+        ["ip", "netns", "exec", f"{lab.prefix}-flood", "hping3", "--flood", "-S",
+         "--rand-source", "-p", "80", target],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    master = lab.lbs[lab.master("primary")]
+    before = tcp_ext(master)
+    results = []
+    lock = threading.Lock()
+    try:
+        time.sleep(1)  # the SYN queue is full before the client starts
+        stop = time.monotonic() + seconds
+
+        def loop():
+            with in_netns(f"{lab.prefix}-client"):
+                while time.monotonic() < stop:
+                    start = time.perf_counter()
+                    try:
+                        with socket.create_connection((target, 80), timeout=3) as sock:
+                            connected = time.perf_counter() - start
+                            sock.settimeout(3)
+                            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                            ok = sock.recv(12).startswith(b"HTTP/1.1 200")
+                    except OSError:
+                        ok, connected = False, None
+                    with lock:
+                        results.append((ok, connected))
+
+        workers = [threading.Thread(target=loop) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(seconds + 30)
+    finally:
+        os.killpg(flood.pid, signal.SIGINT)  # hping3 prints its packet count on SIGINT
+        try:
+            out, _ = flood.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(flood.pid, signal.SIGKILL)
+            out, _ = flood.communicate(timeout=10)
+    after = tcp_ext(master)
+    sent = re.search(r"(\d+) packets transmitted", out or "")
+    stats = {
+        "syns": int(sent.group(1)) if sent else None,
+        "cookies": after.get("SyncookiesSent", 0) - before.get("SyncookiesSent", 0),
+        "drops": after.get("ListenDrops", 0) - before.get("ListenDrops", 0),
+    }
+    ok = sum(1 for r in results if r[0])
+    times = sorted(r[1] for r in results if r[1] is not None)
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))] if times else float("nan")
+    return ok, len(results), p99, stats
+
+
+def tcp_ext(lb):
+    """TcpExt counters of ``lb``'s namespace (/proc/net/netstat read inside it)."""
+    lines = lb.exec("cat", "/proc/net/netstat").stdout.splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=False))
+    return {}
+
+
+def failover_round(lab, traffic, fail, recover, settle=6.0):
+    start = time.monotonic()
+    fail()
+    deadline = start + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        failed, seconds = traffic.outage(start)
+        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
+            break
+    failed, seconds = traffic.outage(start)
+    recover()
+    return failed, seconds
+
+
+def bench_vrrp(directory):
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("keepalived", "hping3", "curl")):
+        print("4-6. skipped: need root, keepalived, hping3 and curl (scripts/apt-packages.txt)")
+        return
+    from tests.support import haproxy_vrrp_lab as vl
+
+    lab = vl.VrrpLab(Path(directory) / "vrrp", f"wf18b{os.getpid() % 10000}",
+                     hosts=("client", "flood"), fast=True)  # fmt: skip
+    (lab.base_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        lab.start()
+        member = vl.MEMBERS[("s1", "f1", 1)]
+        direct = wrk_close(lab, f"http://{member}/")
+        one = wrk_close(lab, f"http://{vl.S1_VIP}/")
+        both = wrk_close(lab, f"http://{vl.PRIMARY_VIP}/")
+        print(f"4. new connections/s, wrk -t2 -c32 -d{WRK_SECONDS}s 'Connection: close' from the "
+              "client namespace (2 shared cores):")  # fmt: skip
+        print(f"   direct to a backend      {direct[0]:>8.0f} conn/s  {direct[1]}")
+        print(f"   through the site tier    {one[0]:>8.0f} conn/s  {one[1]}")
+        print(f"   through both tiers       {both[0]:>8.0f} conn/s  {both[1]}")
+        per = {k: 1e6 / v[0] for k, v in (("direct", direct), ("one", one), ("both", both))}
+        print(f"   per-connection cost (32 in flight): site tier +{per['one'] - per['direct']:.0f} us,"
+              f" primary tier +{per['both'] - per['one']:.0f} us")  # fmt: skip
+
+        primary = ("pa", "pb")
+        keys = [k for k in wh.SYSCTL_DEFAULTS if not k.startswith("fs.")]
+        present = {}
+        for key in keys:
+            proc = lab.lbs["pa"].exec("sysctl", "-n", key, check=False)
+            if proc.returncode == 0:
+                present[key] = " ".join(proc.stdout.split())
+        tuned = {k: wh.SYSCTL_DEFAULTS[k] for k in present if k != "net.netfilter.nf_conntrack_max"}
+        rounds = {}
+        for label, values in (("Debian defaults", present), ("haproxy.sysctl", tuned)):
+            set_sysctls(lab, primary, values)
+            restart_tier(lab, primary)
+            rounds[label] = flood_round(lab, vl.PRIMARY_VIP)
+        print(
+            "5. SYN flood (hping3 --flood -S --rand-source, 5 s at the primary VIP) while 4 client"
+        )
+        print("   threads open real connections (GET, 3 s timeout):")
+        for label, (ok, total, p99, stats) in rounds.items():
+            share = 100.0 * ok / total if total else 0.0
+            rate = f"{stats['syns'] / 6 / 1000:.0f} k SYN/s" if stats["syns"] else "? SYN/s"
+            print(f"   {label:<16} {ok}/{total} succeeded = {share:.1f} %   p99 connect "
+                  f"{p99 * 1000:.1f} ms   (flood {rate}; on the master: "
+                  f"{stats['cookies']} SYN cookies sent, {stats['drops']} listen drops)")  # fmt: skip
+        print("   goal: >= 99 % succeed with haproxy.sysctl")
+
+        traffic = vl.StickyTraffic(lab, vl.PRIMARY_VIP, sessions=6).start()
+        results = {}
+        try:
+            vl.wait_for(lambda: len(traffic.first_places()) == 6, 15, "every session served")
+            m = lab.lbs[lab.master("primary")]
+            results["HAProxy killed (kill -9)"] = failover_round(
+                lab, traffic, m.kill_haproxy, m.start_haproxy
+            )
+            time.sleep(3)
+            m = lab.lbs[lab.master("primary")]
+            results["keepalived killed (kill -9)"] = failover_round(
+                lab, traffic, m.kill_keepalived, m.start_keepalived
+            )
+            vl.wait_for(lambda: lab.master("primary") is not None, 15, "a master")
+            m = lab.lbs[lab.master("primary")]
+            results["host off the network"] = failover_round(
+                lab, traffic, lambda: m.set_link(False), lambda: m.set_link(True)
+            )
+            vl.wait_for(lambda: lab.master("s1") is not None, 15, "an s1 master")
+            s = lab.lbs[lab.master("s1")]
+            results["site tier HAProxy killed"] = failover_round(
+                lab, traffic, s.kill_haproxy, s.start_haproxy
+            )
+        finally:
+            traffic.stop()
+        print("6. failover under 6 sticky sessions through the primary VIP (a failed request is")
+        print("   retried after 0.1 s):")
+        for kind, (failed, seconds) in results.items():
+            took = "no outage" if not failed else f"VIP answered again after {seconds:.2f} s"
+            print(f"   {kind:<28} {failed:>4} failed requests, {took}")
+        print(f"   sessions that lost their SITEID/FARMID: {len(traffic.unsticky())}"
+              "        goal: <= 3 s, 0 sessions lost")  # fmt: skip
+    finally:
+        lab.close()
+
+
 def main():
     logging.getLogger("webfarm_events").setLevel(logging.ERROR)  # no master here: not sent
     if shutil.which("haproxy") is None or shutil.which("wrk") is None:
@@ -342,6 +552,7 @@ def main():
     try:
         bench_render(directory)
         bench_runtime(directory)
+        bench_vrrp(directory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -36,3 +36,34 @@ haproxy:
     cookie: FARMID
     # name: s1                # default: grain webfarm:site, or the site whose lbs list this minion
     # bind: [10.77.1.10:80]   # default: this minion's entry in webfarm:topology:sites:<site>:lbs
+  # Connection-rate sizing (issue 18). maxconn is the global limit (HAProxy raises its own fd
+  # limit to ~2 x maxconn, haproxy.sysctl lifts the kernel's ceilings); frontend_maxconn the
+  # per-frontend one (default: maxconn); backlog the listen backlog (default: frontend
+  # maxconn, capped by net.core.somaxconn). 500-1000 Mbit/s of SYN/ACK/FIN is ~1-2 M small
+  # packets/s; an LB of 8 cores takes ~40-60 k new connections/s, so size maxconn for the
+  # concurrent ones (rate x duration), e.g. 50000 x 1 s.
+  # frontend_maxconn: null
+  # backlog: null
+  # nbthread: null           # default: one thread per CPU HAProxy may run on
+  # tune: {maxaccept: 64, bufsize: 16384}   # rendered as tune.<key> <value> in global
+  # Where a site has a VIP, the primary tier checks it with this many failures before DOWN
+  # (a VRRP failover of the site tier must not move the site's sticky clients elsewhere):
+  # check: {vip_fall: 5}
+  # VRRP (haproxy.vrrp): one instance per tier with a vip in webfarm:topology, e.g.
+  #   primary_vip: {address: 10.77.0.100, port: 80, vrid: 71, prefix: 16}
+  #   sites: {s1: {vip: {address: 10.77.1.100, vrid: 72, prefix: 16}, lbs: [...two...]}}
+  vrrp:
+    auth_pass: CHANGE-ME     # the VRRP password (PASS, at most 8 characters): a secret
+    interface: eth0
+    advert_int: 1            # seconds; a dead host's VIP moves after ~3 adverts + skew
+    preempt: false           # a recovered LB does not take the VIP back (one move, not two)
+    priorities: {}           # minion id -> 1-254; default 150, 140, ... by LB list order
+    check: {interval: 1, timeout: 1, fall: 2, rise: 2}   # curl of this LB's monitor URI
+    config: /etc/keepalived/keepalived.conf               # written 0600
+    pidfile: /run/keepalived/keepalived.pid
+    vrrp_pidfile: /run/keepalived/vrrp.pid
+    install_package: true    # pkg keepalived + curl
+  # haproxy.sysctl: every default and why in salt/_utils/webfarm_haproxy.py SYSCTL_DEFAULTS;
+  # override a key here, or null to leave it alone. Ceilings are never lowered.
+  sysctl: {}
+  sysctl_persist: /etc/sysctl.d/60-webfarm-haproxy.conf

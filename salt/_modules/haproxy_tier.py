@@ -119,7 +119,11 @@ def _site_name(settings, topo, site):
 def _binds(settings, topo, site):
     try:
         if settings.get("bind"):
-            return webfarm_haproxy.parse_bind(settings["bind"])
+            binds = webfarm_haproxy.parse_bind(settings["bind"])
+            vip = webfarm_haproxy.tier_vip(topo, settings["tier"], site)
+            if vip and settings.get("bind_vip", True):
+                binds.append((vip["address"], vip["port"], True))
+            return binds
     except ValueError as exc:
         raise SaltInvocationError(f"pillar haproxy:{settings['tier']}:bind: {exc}") from None
     lbs = topo["primary_lb"] if settings["tier"] == "primary" else topo["sites"][site]["lbs"]
@@ -130,6 +134,11 @@ def _binds(settings, topo, site):
             f"minion {me} is not a {settings['tier']} LB in webfarm:topology: "
             f"set pillar haproxy:{settings['tier']}:bind"
         )
+    # The tier's VIP (webfarm:topology), bound `transparent` on every LB of the tier: the
+    # VRRP backup's socket is ready before keepalived moves the address to it.
+    vip = webfarm_haproxy.tier_vip(topo, settings["tier"], site)
+    if vip and settings.get("bind_vip", True):
+        mine.append((vip["address"], vip["port"], True))
     return mine
 
 
@@ -677,3 +686,325 @@ def set_weight(weight, farm=None, server=None, site=None, tier=None, socket=None
         _set(path, f"set weight {pick}/{name} {text}")
     _, groups = _snapshot(path)
     return {name: groups[g][name]["weight"] for g, name, _ in targets}
+
+
+# --------------------------------------------------------------------------- VRRP (keepalived)
+
+
+def _vrrp():
+    try:
+        return webfarm_haproxy.vrrp_settings(__pillar__.get("haproxy"))
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
+
+
+def _in_netns(vrrp, argv):
+    netns = vrrp.get("netns")
+    return ["ip", "netns", "exec", str(netns), *argv] if netns else list(argv)
+
+
+def _vrrp_text(vrrp):
+    """The real keepalived.conf (holds the VRRP password: never return or log it)."""
+    topo = topology()
+    monitor_uri = _settings("primary")["monitor_uri"]
+    try:
+        return webfarm_haproxy.render_vrrp(topo, __opts__.get("id"), vrrp, monitor_uri)
+    except ValueError as exc:
+        raise SaltInvocationError(webfarm_haproxy.mask_secret(str(exc))) from None
+
+
+def vrrp_render():
+    """
+    Render this LB's keepalived.conf from the topology (the password masked).
+
+    One VRRP instance per tier (``primary``, ``site_<site>``) whose LB list names this
+    minion and which has a ``vip`` (``webfarm:topology:primary_vip`` /
+    ``webfarm:topology:sites:<site>:vip``). Settings: pillar ``haproxy:vrrp``; the password
+    is ``haproxy:vrrp:auth_pass`` and never appears in a return.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.vrrp_render
+    """
+    return webfarm_haproxy.mask_secret(_vrrp_text(_vrrp()))
+
+
+def _keepalived_pid(vrrp):
+    try:
+        with open(vrrp["pidfile"], encoding="ascii") as handle:
+            pid = int(handle.read().split()[0])
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            cmdline = handle.read().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    if not cmdline or b"keepalived" not in os.path.basename(cmdline[0]):
+        return None
+    return pid
+
+
+def _vrrp_addresses(vrrp):
+    argv = _in_netns(vrrp, ["ip", "-o", "addr", "show"])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise CommandExecutionError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return {line.split()[3].split("/")[0] for line in proc.stdout.splitlines() if "inet" in line}
+
+
+def vrrp_status():
+    """
+    Whether keepalived runs (pidfile) and which of this LB's VIPs it holds now.
+
+    Returns ``{"running", "pid", "vips": {instance: {"address", "held"}}}``: a held VIP
+    means this LB is that tier's VRRP master.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.vrrp_status
+    """
+    vrrp = _vrrp()
+    topo = topology()
+    pid = _keepalived_pid(vrrp)
+    held = _vrrp_addresses(vrrp)
+    vips = {
+        name: {"address": vip["address"], "held": vip["address"] in held}
+        for name, _tier, _site, _lbs, vip in webfarm_haproxy.vrrp_instances(
+            topo, __opts__.get("id")
+        )
+    }
+    return {"running": pid is not None, "pid": pid, "config": vrrp["config"], "vips": vips}
+
+
+def vrrp_plan():
+    """
+    Compare the rendered keepalived.conf with the file in place; change nothing.
+
+    Returns ``{"config", "changed", "diff", "running"}``; the diff has the password masked.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.vrrp_plan
+    """
+    vrrp = _vrrp()
+    wanted = _vrrp_text(vrrp)
+    current = webfarm_files.read_text(vrrp["config"])
+    return {
+        "config": vrrp["config"],
+        "changed": current != wanted,
+        "diff": webfarm_haproxy.mask_secret(webfarm_haproxy.diff(current, wanted, vrrp["config"])),
+        "running": _keepalived_pid(vrrp) is not None,
+    }
+
+
+def _keepalived_check(vrrp, path):
+    argv = _in_netns(vrrp, [vrrp["binary"], "--config-test", "-f", path])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        output = webfarm_haproxy.mask_secret((proc.stdout + proc.stderr).strip())
+        raise CommandExecutionError(
+            f"keepalived --config-test rejected the new config, {vrrp['config']} and the "
+            f"running keepalived are unchanged: {output}"
+        )
+
+
+def vrrp_start():
+    """
+    Start keepalived (VRRP only) from the config in place, in ``haproxy:vrrp:netns`` if set.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.vrrp_start
+    """
+    vrrp = _vrrp()
+    if _keepalived_pid(vrrp):
+        raise CommandExecutionError("keepalived already runs; use haproxy_tier.vrrp_apply")
+    for path in (vrrp["pidfile"], vrrp["vrrp_pidfile"]):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    argv = _in_netns(
+        vrrp,
+        [vrrp["binary"], "--vrrp", "-f", vrrp["config"], "-p", vrrp["pidfile"],
+         "-r", vrrp["vrrp_pidfile"]],
+    )  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise CommandExecutionError(
+            "keepalived did not start: "
+            + webfarm_haproxy.mask_secret((proc.stdout + proc.stderr).strip())
+        )
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = _keepalived_pid(vrrp)
+        if pid:
+            return {"pid": pid}
+        time.sleep(0.05)
+    raise CommandExecutionError(
+        f"keepalived wrote no live pid to {vrrp['pidfile']} within {RELOAD_TIMEOUT}s: "
+        "look at its log (syslog)"
+    )
+
+
+def vrrp_apply(start_if_stopped=True):
+    """
+    Render this LB's keepalived.conf, check it with ``keepalived --config-test``, replace it
+    atomically (mode 0600: it holds the password) and reload keepalived (SIGHUP), or start it.
+
+    A topology or config error leaves the file and the running keepalived untouched.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.vrrp_apply
+    """
+    vrrp = _vrrp()
+    wanted = _vrrp_text(vrrp)
+    path = vrrp["config"]
+    current = webfarm_files.read_text(path)
+    pid = _keepalived_pid(vrrp)
+    result = {"config": path, "changed": False, "diff": "", "reloaded": None, "started": None}
+    if current != wanted:
+        webfarm_files.write_atomic(
+            path, wanted, 0o600, check=lambda tmp: _keepalived_check(vrrp, tmp)
+        )
+        result["changed"] = True
+        result["diff"] = webfarm_haproxy.mask_secret(webfarm_haproxy.diff(current, wanted, path))
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+            result["reloaded"] = {"pid": pid}
+    if pid is None and start_if_stopped:
+        result["started"] = vrrp_start()
+    return result
+
+
+# --------------------------------------------------------------------------- sysctl
+
+
+def _sysctl_wanted():
+    try:
+        return webfarm_haproxy.sysctl_wanted(__pillar__.get("haproxy"))
+    except ValueError as exc:
+        raise SaltInvocationError(str(exc)) from None
+
+
+def _sysctl_argv(netns, argv):
+    return ["ip", "netns", "exec", str(netns), *argv] if netns else list(argv)
+
+
+def _sysctl_persisted(netns, missing):
+    """The values to persist: the wanted ones, but a ceiling the host already exceeds at
+    the host's value (never lowered)."""
+    wanted = {k: v for k, v in _sysctl_wanted().items() if k not in missing}
+    current = sysctl_current(netns)
+    for key in wanted:
+        if key in webfarm_haproxy.SYSCTL_AT_LEAST and current.get(key):
+            if webfarm_haproxy.sysctl_satisfied(key, current[key], wanted[key]):
+                wanted[key] = current[key]
+    return wanted
+
+
+def sysctl_current(netns=None):
+    """
+    The current value of every key ``haproxy.sysctl`` manages (None: not on this kernel).
+
+    netns
+        Read inside this network namespace (``net.*`` keys are per namespace).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.sysctl_current
+    """
+    out = {}
+    for key in _sysctl_wanted():
+        proc = subprocess.run(
+            _sysctl_argv(netns, ["sysctl", "-n", key]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        out[key] = webfarm_haproxy.sysctl_normal(proc.stdout) if proc.returncode == 0 else None
+    return out
+
+
+def sysctl_plan(netns=None):
+    """
+    ``{key: {"old", "new"}}`` for each managed sysctl that differs; ``missing``: keys the
+    kernel does not have (optional ones, e.g. conntrack when nf_conntrack is not loaded).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.sysctl_plan
+    """
+    wanted = _sysctl_wanted()
+    current = sysctl_current(netns)
+    changes, missing = {}, []
+    for key, value in wanted.items():
+        if current.get(key) is None:
+            missing.append(key)
+            continue
+        if not webfarm_haproxy.sysctl_satisfied(key, current[key], value):
+            changes[key] = {"old": current[key], "new": webfarm_haproxy.sysctl_normal(value)}
+    required = [k for k in missing if k not in webfarm_haproxy.SYSCTL_OPTIONAL]
+    return {"changes": changes, "missing": missing, "required_missing": required}
+
+
+def sysctl_apply(netns=None, persist=None):
+    """
+    Set every managed sysctl that differs (``sysctl -w``) and, with ``persist`` (a path such
+    as ``/etc/sysctl.d/60-webfarm-haproxy.conf``), write them there for the next boot.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.sysctl_apply persist=/etc/sysctl.d/60-webfarm-haproxy.conf
+    """
+    plan_ = sysctl_plan(netns)
+    if plan_["required_missing"]:
+        raise CommandExecutionError(
+            f"this kernel has no {', '.join(plan_['required_missing'])}: nothing was set"
+        )
+    for key, change in plan_["changes"].items():
+        proc = subprocess.run(
+            _sysctl_argv(netns, ["sysctl", "-q", "-w", f"{key}={change['new']}"]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise CommandExecutionError(f"sysctl -w {key} failed: {proc.stderr.strip()}")
+    wanted = _sysctl_persisted(netns, plan_["missing"])
+    persisted = False
+    if persist:
+        text = webfarm_haproxy.sysctl_file(wanted)
+        if webfarm_files.read_text(persist) != text:
+            webfarm_files.write_atomic(persist, text, 0o644)
+            persisted = True
+    return {"changes": plan_["changes"], "missing": plan_["missing"], "persisted": persisted}
+
+
+def sysctl_persist_stale(persist, netns=None):
+    """
+    True when the persistent sysctl file ``persist`` differs from what ``haproxy.sysctl``
+    would write (so the state can report it under ``test=True``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' haproxy_tier.sysctl_persist_stale /etc/sysctl.d/60-webfarm-haproxy.conf
+    """
+    wanted = _sysctl_persisted(netns, sysctl_plan(netns)["missing"])
+    return webfarm_files.read_text(persist) != webfarm_haproxy.sysctl_file(wanted)

@@ -192,3 +192,114 @@ def ready(name, server=None, tier="site", socket=None):
     ret["changes"] = {srv: {"old": states[srv], "new": "ready"} for srv in todo}
     ret["comment"] = f"Put {', '.join(todo)} back in service"
     return ret
+
+
+def vrrp_configured(name, start=True):
+    """
+    This LB's keepalived.conf, rendered from the topology, is in place and keepalived runs
+    it: one VRRP instance per tier of this minion with a ``vip``, tracking the local HAProxy.
+
+    The candidate is checked with ``keepalived --config-test`` before it replaces the file;
+    a running keepalived is reloaded (SIGHUP), a stopped one started when ``start``. The
+    VRRP password (pillar ``haproxy:vrrp:auth_pass``) is masked in every diff and comment.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' state.single haproxy_tier.vrrp_configured vrrp
+    """
+    ret = _ret(name, "keepalived config is already as wanted and running")
+    try:
+        plan = __salt__["haproxy_tier.vrrp_plan"]()
+        if not plan["changed"] and (plan["running"] or not start):
+            return ret
+        if __opts__["test"]:
+            actions = []
+            if plan["changed"]:
+                actions.append(f"replaced {plan['config']}")
+                ret["changes"]["diff"] = plan["diff"]
+            if plan["running"] and plan["changed"]:
+                actions.append("reloaded keepalived")
+            elif not plan["running"] and start:
+                actions.append("started keepalived")
+                ret["changes"]["started"] = True
+            ret["result"] = None
+            ret["comment"] = "Would have " + " and ".join(actions)
+            return ret
+        done = __salt__["haproxy_tier.vrrp_apply"](start_if_stopped=start)
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    if done["changed"]:
+        ret["changes"]["diff"] = done["diff"]
+    if done["reloaded"]:
+        ret["changes"]["reloaded"] = True
+    if done["started"]:
+        ret["changes"]["started"] = done["started"]
+    ret["comment"] = "keepalived config " + (
+        "replaced and reloaded"
+        if done["reloaded"]
+        else "written and keepalived started"
+        if done["started"]
+        else "written"
+    )
+    return ret
+
+
+def sysctl_tuned(name, netns=None, persist=None):
+    """
+    The LB host's connection-rate sysctls (pillar ``haproxy:sysctl`` over the documented
+    defaults in ``webfarm_haproxy.SYSCTL_DEFAULTS``) are set, and persisted to ``persist``.
+
+    netns
+        Apply inside this network namespace (tests, the demo).
+    persist
+        A file such as ``/etc/sysctl.d/60-webfarm-haproxy.conf`` (None: runtime only).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'lb-*' state.single haproxy_tier.sysctl_tuned lb persist=/etc/sysctl.d/60-webfarm-haproxy.conf
+    """
+    ret = _ret(name, "LB sysctls are already as wanted")
+    try:
+        plan = __salt__["haproxy_tier.sysctl_plan"](netns=netns)
+        if plan["required_missing"]:
+            ret["result"] = False
+            ret["comment"] = f"this kernel has no {', '.join(plan['required_missing'])}"
+            return ret
+        skipped = ""
+        if plan["missing"]:
+            skipped = f" ({', '.join(plan['missing'])} not present: module not loaded, bypassed)"
+        persist_stale = False
+        if persist:
+            persist_stale = __salt__["haproxy_tier.sysctl_persist_stale"](persist, netns=netns)
+        if not plan["changes"] and not persist_stale:
+            ret["comment"] += skipped
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["changes"] = dict(plan["changes"])
+            if persist_stale:
+                ret["changes"]["persist"] = persist
+            ret["comment"] = f"Would have set {len(plan['changes'])} sysctl(s)" + (
+                f" and written {persist}" if persist_stale else ""
+            )
+            ret["comment"] += skipped
+            return ret
+        done = __salt__["haproxy_tier.sysctl_apply"](netns=netns, persist=persist)
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    ret["changes"] = dict(done["changes"])
+    if done["persisted"]:
+        ret["changes"]["persist"] = persist
+    ret["comment"] = f"Set {len(done['changes'])} sysctl(s)" + (
+        f" and wrote {persist}" if done["persisted"] else ""
+    )
+    ret["comment"] += skipped
+    return ret

@@ -278,3 +278,129 @@ def test_parsers_reject_garbage():
 def test_diff():
     assert wh.diff("a\n", "a\n") == ""
     assert "+b" in wh.diff("a\n", "a\nb\n") and wh.diff(None, "x\n").count("+x") == 1
+
+
+# --------------------------------------------------------------------------- VIPs and VRRP
+
+
+def vip_topo():
+    data = topo()
+    data["primary_lb"].append({"id": "lb-primary-b", "address": "10.0.0.11", "port": 80})
+    data["primary_vip"] = {"address": "10.0.0.9", "vrid": 50}
+    data["sites"]["s1"]["vip"] = {"address": "10.0.1.8", "port": 80, "vrid": 51, "prefix": 24}
+    return data
+
+
+def test_vips_are_validated_and_normalised():
+    clean = wh.validate_topology(vip_topo())
+    assert clean["primary_vip"] == {
+        "address": "10.0.0.9", "port": 80, "vrid": 50, "prefix": 24, "interface": None,
+    }  # fmt: skip
+    assert wh.tier_vip(clean, "site", "s1")["address"] == "10.0.1.8"
+    assert wh.tier_vip(clean, "site", "s2") is None
+
+
+@pytest.mark.parametrize(
+    ("vip", "message"),
+    [
+        ({"address": "10.0.1.300", "vrid": 51}, "bad address"),
+        ({"address": "10.0.1.8", "vrid": 0}, "vrid 0 must be an integer 1-255"),
+        ({"address": "10.0.1.8", "vrid": 50}, "vrid 50 is already used by sites.s1.vip"),
+        ({"address": "10.0.1.10", "vrid": 51}, "is also an LB's own address"),
+        ({"address": "10.0.1.8", "vrid": 51, "prefix": 33}, "prefix 33 must be"),
+        ({"address": "10.0.1.8", "vrid": 51, "interface": "eth0; rm"}, "bad interface"),
+        ("10.0.1.8", "expected a mapping"),
+    ],
+)
+def test_bad_vips_are_reported(vip, message):
+    data = vip_topo()
+    data["sites"]["s1"]["vip"] = vip
+    with pytest.raises(wh.TopologyError, match=re.escape(message)):
+        wh.validate_topology(data)
+
+
+def test_primary_tier_balances_a_site_with_a_vip_as_one_server():
+    clean = wh.validate_topology(vip_topo())
+    text = wh.render(clean, settings("primary"), binds=[("10.0.0.10", 80), ("10.0.0.9", 80, True)])
+    assert "    bind 10.0.0.10:80\n    bind 10.0.0.9:80 transparent\n" in text
+    # s1 (two LBs behind 10.0.1.8) is one server, with a long fall: a VRRP failover of the
+    # site tier must not send s1's sticky clients to s2; s2 has no VIP: its LB as before.
+    assert "    server s1_vip 10.0.1.8:80 check weight 100 fall 5" in text
+    assert "s1_lb1" not in text and "s1_lb2" not in text
+    assert "    server s2_lb1 10.0.2.10:80 check weight 100\n" in text
+
+
+def test_tuning_from_pillar_is_rendered():
+    text = wh.render(
+        wh.validate_topology(topo()),
+        settings("site", maxconn=50000, nbthread=2, backlog=8192, tune={"maxaccept": 64}),
+        site="s1",
+        binds=[("10.0.1.10", 80)],
+    )
+    assert "    maxconn 50000\n    nbthread 2\n    tune.maxaccept 64\n" in text
+    defaults = text.split("\ndefaults\n")[1].split("\n\n")[0]
+    assert "    maxconn 50000" in defaults and "    backlog 8192" in defaults
+    with pytest.raises(wh.TopologyError, match="bad haproxy:tune"):
+        wh.render(
+            wh.validate_topology(topo()),
+            settings("site", tune={"bufsize": "1\n    stats socket /tmp/x"}),
+            site="s1",
+            binds=[("10.0.1.10", 80)],
+        )
+
+
+def vrrp(**extra):
+    return wh.vrrp_settings({"vrrp": {"auth_pass": "s3cret", **extra}})
+
+
+def test_keepalived_config_of_each_lb_differs_only_in_its_own_parts():
+    clean = wh.validate_topology(vip_topo())
+    a = wh.render_vrrp(clean, "lb-primary", vrrp())
+    b = wh.render_vrrp(clean, "lb-primary-b", vrrp())
+    assert "vrrp_instance primary {" in a and "virtual_router_id 50" in a
+    assert "    priority 150\n" in a and "    priority 140\n" in b
+    assert "        10.0.0.9/24 dev eth0\n" in a
+    assert "    unicast_src_ip 10.0.0.10\n    unicast_peer {\n        10.0.0.11\n    }" in a
+    assert '"/usr/bin/curl -s -o /dev/null -m 1 http://10.0.0.11:80/haproxy-health"' in b
+    assert "    nopreempt\n" in a and "        auth_pass s3cret\n" in a
+    # a site LB: its own site's instance only
+    s1 = wh.render_vrrp(clean, "lb-s1b", vrrp(priorities={"lb-s1b": 200}, preempt=True))
+    assert "vrrp_instance site_s1 {" in s1 and "vrrp_instance primary" not in s1
+    assert "    priority 200\n" in s1 and "nopreempt" not in s1
+
+
+@pytest.mark.parametrize(
+    ("minion", "extra", "message"),
+    [
+        ("lb-s2", {}, "no LB of a tier with a vip"),
+        ("lb-primary", {"auth_pass": None}, "auth_pass (the VRRP password) is not set"),
+        ("lb-primary", {"auth_pass": "123456789"}, "1-8 printable characters"),
+        ("lb-primary", {"priorities": {"lb-primary": 255}}, "is not 1-254"),
+        ("lb-primary", {"advert_int": 0.5}, "advert_int 0.5 must be 1-255"),
+        ("lb-primary", {"interface": "eth0 x"}, "bad haproxy:vrrp:interface"),
+    ],
+)
+def test_bad_vrrp_settings_are_reported_without_the_secret(minion, extra, message):
+    clean = wh.validate_topology(vip_topo())
+    with pytest.raises(wh.TopologyError, match=re.escape(message)) as info:
+        wh.render_vrrp(clean, minion, vrrp(**extra))
+    assert "s3cret" not in str(info.value)
+
+
+def test_mask_secret_masks_config_and_diff_lines():
+    text = "    auth_pass abc\n+        auth_pass def\n-  auth_pass ghi\nauth_type PASS\n"
+    masked = wh.mask_secret(text)
+    assert "abc" not in masked and "def" not in masked and "ghi" not in masked
+    assert masked.count("auth_pass ********") == 3 and "auth_type PASS" in masked
+
+
+def test_sysctl_wanted_defaults_overrides_and_bad_values():
+    wanted = wh.sysctl_wanted({"sysctl": {"net.core.somaxconn": 4096, "fs.nr_open": None}})
+    assert wanted["net.core.somaxconn"] == "4096"
+    assert "fs.nr_open" not in wanted
+    assert wanted["net.ipv4.tcp_syncookies"] == "1"
+    for bad in ({"net.core.somaxconn": "1; reboot"}, {"bad key": 1}, {"a.b": True}):
+        with pytest.raises(ValueError):
+            wh.sysctl_wanted({"sysctl": bad})
+    text = wh.sysctl_file({"b.c": "1\t2", "a.b": "3"})
+    assert text.splitlines()[1:] == ["a.b = 3", "b.c = 1 2"]

@@ -1,0 +1,88 @@
+"""haproxy.sysctl (state haproxy_tier.sysctl_tuned) applied for real inside a network
+namespace this test creates, in test and real mode, then again (idempotent)."""
+
+import os
+import subprocess
+
+import pytest
+
+from tests.support.netns import NetnsLab
+
+pytestmark = pytest.mark.timeout(120)
+
+# Not per network namespace (global to the kernel): the test must not change the host's, so
+# the file-descriptor ceilings are wanted at the host's own values (already satisfied), and
+# netdev_max_backlog / nf_conntrack_max (writable only from the host's namespace) are left out.
+GLOBAL = {
+    "fs.file-max": None,
+    "fs.nr_open": None,
+    "net.core.netdev_max_backlog": None,
+    "net.netfilter.nf_conntrack_max": None,
+}
+
+
+def _host(key):
+    return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def wf18_sysctl_ns():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    with NetnsLab(f"wf18s{os.getpid() % 100000}") as lab:
+        yield lab.ns("lb")
+
+
+@pytest.fixture
+def loaders_pillar(tmp_path):
+    overrides = dict(GLOBAL)
+    overrides["fs.file-max"] = _host("fs.file-max")
+    overrides["fs.nr_open"] = _host("fs.nr_open")
+    return {"haproxy": {"sysctl": overrides}}
+
+
+def _in_ns(ns, key):
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, "sysctl", "-n", key], capture_output=True, text=True
+    )
+    return " ".join(out.stdout.split())
+
+
+def test_sysctl_state_applies_in_a_namespace_and_is_idempotent(
+    states, wf18_sysctl_ns, tmp_path, testmode
+):
+    ns = wf18_sysctl_ns
+    persist = str(tmp_path / "sysctl.d" / "60-webfarm-haproxy.conf")
+    host_before = {k: _host(k) for k in ("net.core.somaxconn", "net.ipv4.tcp_synack_retries")}
+    assert _in_ns(ns, "net.ipv4.tcp_synack_retries") == "5"  # a fresh namespace's default
+
+    ret = states.haproxy_tier.sysctl_tuned("lb", netns=ns, persist=persist, test=testmode)
+    expected = {
+        "net.core.somaxconn": "65535",
+        "net.ipv4.tcp_max_syn_backlog": "65535",
+        "net.ipv4.tcp_synack_retries": "2",
+        "net.ipv4.ip_local_port_range": "1024 65535",
+        "net.ipv4.tcp_tw_reuse": "1",
+        "net.ipv4.tcp_fin_timeout": "15",
+        "net.ipv4.ip_nonlocal_bind": "1",
+    }
+    assert {k: v["new"] for k, v in ret.changes.items() if k != "persist"} == expected
+    assert ret.changes["persist"] == persist
+    if testmode:
+        assert ret.result is None
+        assert ret.comment == f"Would have set 7 sysctl(s) and written {persist}"
+        assert _in_ns(ns, "net.ipv4.tcp_synack_retries") == "5"
+        assert not os.path.exists(persist)
+        return
+    assert ret.result is True, ret.comment
+    assert ret.comment == f"Set 7 sysctl(s) and wrote {persist}"
+    assert {k: _in_ns(ns, k) for k in expected} == expected
+    with open(persist, encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    assert "net.ipv4.tcp_synack_retries = 2" in lines
+    assert f"fs.file-max = {_host('fs.file-max')}" in lines  # never lowered
+    assert host_before == {k: _host(k) for k in host_before}  # the host is untouched
+
+    again = states.haproxy_tier.sysctl_tuned("lb", netns=ns, persist=persist)
+    assert again.result is True and again.changes == {}
+    assert again.comment == "LB sysctls are already as wanted"

@@ -1,0 +1,320 @@
+"""VRRP failover of both HAProxy tiers: real keepalived and HAProxy in network namespaces.
+
+The lab (tests/support/haproxy_vrrp_lab.py): two primary LBs sharing a VIP, two LBs of site
+s1 sharing another, a single LB for site s2, web members, a client namespace. keepalived on
+``lb-pb`` is started through the ``haproxy_tier.vrrp_configured`` state (as minion lb-pb);
+the other LBs' from the same renderer by the lab. Sticky sessions then run through the
+primary VIP while LBs fail in each way the issue names.
+"""
+
+import importlib.util
+import json
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from saltfactories.utils.functional import Loaders
+
+from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
+from tests.support._proc import stop_process
+from tests.support.haproxy_vrrp_lab import (
+    APACHE_MEMBER,
+    CLIENT,
+    PRIMARY_VIP,
+    S1_VIP,
+    SECRET,
+    Session,
+    StickyTraffic,
+    wait_for,
+)
+
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def loaders_pillar(wf18_vrrp_lab):
+    pillar = wf18_vrrp_lab.lbs["pb"].pillar
+    pillar["haproxy"]["vrrp"]["netns"] = wf18_vrrp_lab.lbs["pb"].ns
+    return pillar
+
+
+@pytest.fixture
+def loaders(minion_config, loaders_pillar):
+    """The loader as minion ``lb-pb`` (the module renders for the minion it runs on)."""
+    opts = dict(minion_config)
+    opts["id"] = "lb-pb"
+    opts["pillar"] = loaders_pillar
+    loaders = Loaders(opts)
+    yield loaders
+    loaders.reset_state()
+
+
+def _as(lb_from, lb_to, text):
+    """``text`` of ``lb_from`` with its own address and lab directory swapped for ``lb_to``'s
+    (each lab LB keeps its files in a directory of its own)."""
+    own = str(Path(lb_from.settings["config"]).parent)
+    other = str(Path(lb_to.settings["config"]).parent)
+    return text.replace(own, other).replace(lb_from.address, lb_to.address)
+
+
+def _bind_lines(text):
+    return [line for line in text.splitlines() if line.strip().startswith("bind ")]
+
+
+def test_vrrp_state_starts_keepalived_on_the_backup_with_the_secret_masked(
+    states, modules, wf18_vrrp_lab
+):
+    lab = wf18_vrrp_lab
+    pb = lab.lbs["pb"]
+    ret = states.haproxy_tier.vrrp_configured("vrrp", test=True)
+    assert ret.result is None
+    assert ret.comment == f"Would have replaced {pb.vrrp['config']} and started keepalived"
+    assert "auth_pass ********" in ret.changes["diff"]
+    assert SECRET not in str(ret.raw)
+    assert not Path(pb.vrrp["config"]).exists()
+
+    ret = states.haproxy_tier.vrrp_configured("vrrp")
+    assert ret.result is True, ret.comment
+    assert ret.comment == "keepalived config written and keepalived started"
+    assert ret.changes["started"]["pid"] == pb.keepalived_pid()
+    assert SECRET not in str(ret.raw)
+    assert stat.S_IMODE(Path(pb.vrrp["config"]).stat().st_mode) == 0o600
+    assert Path(pb.vrrp["config"]).read_text() == pb.keepalived_config()
+
+    again = states.haproxy_tier.vrrp_configured("vrrp")
+    assert again.result is True and again.changes == {}
+    assert again.comment == "keepalived config is already as wanted and running"
+
+    # pa stays master (nopreempt; pb joins as backup), pb reports it does not hold the VIP.
+    time.sleep(4)
+    status = modules.haproxy_tier.vrrp_status()
+    assert status["running"] and status["pid"] == pb.keepalived_pid()
+    assert status["vips"] == {"primary": {"address": PRIMARY_VIP, "held": False}}
+    assert lab.master("primary") == "pa"
+    assert SECRET not in modules.haproxy_tier.vrrp_render()
+
+
+def test_backup_runs_the_same_config_rendered_from_the_same_pillar(modules, wf18_vrrp_lab):
+    lab = wf18_vrrp_lab
+    pa, pb = lab.lbs["pa"], lab.lbs["pb"]
+    # What the module renders on lb-pb is what pb's HAProxy runs.
+    rendered = modules.haproxy_tier.render(tier="primary")
+    assert rendered == Path(pb.settings["config"]).read_text()
+    running_a = Path(pa.settings["config"]).read_text()
+    # Both bind the VIP (transparent: pb does not hold it); only the own-address line differs.
+    assert _bind_lines(rendered) == [
+        f"    bind {pb.address}:80",
+        f"    bind {PRIMARY_VIP}:80 transparent",
+    ]
+    assert _bind_lines(running_a) == [
+        f"    bind {pa.address}:80",
+        f"    bind {PRIMARY_VIP}:80 transparent",
+    ]
+    assert _as(pb, pa, rendered) == running_a
+    # The site LBs' pair too.
+    s1a, s1b = lab.lbs["s1a"], lab.lbs["s1b"]
+    s1a_text = Path(s1a.settings["config"]).read_text()
+    assert _as(s1a, s1b, s1a_text) == Path(s1b.settings["config"]).read_text()
+    # keepalived: the same instance, the same password, only priority/addresses differ.
+    a, b = Path(pa.vrrp["config"]).read_text(), pb.keepalived_config()
+    assert "virtual_router_id 181" in a and "virtual_router_id 181" in b
+    swapped = (
+        a.replace(pa.address, "\0").replace(pb.address, pa.address).replace("\0", pb.address)
+        .replace("router_id lb-pa", "router_id lb-pb").replace("priority 150", "priority 140")
+    )  # fmt: skip
+    assert "auth_pass " + SECRET in a
+    assert swapped == b
+
+
+def _phase(lab, traffic, label, fail, recover, settle=6.0):
+    """Break something under traffic, wait for the VIP to answer again, then repair it."""
+    start = time.monotonic()
+    fail()
+    deadline = start + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        failed, seconds = traffic.outage(start)
+        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
+            break
+    failed, seconds = traffic.outage(start)
+    ok = sum(1 for e in traffic.since(start) if e[2])
+    print(f"    {label}: {failed} failed requests, VIP answered again after "
+          f"{'-' if seconds is None else f'{seconds:.2f}'} s ({ok} ok)")  # fmt: skip
+    print(f"      (started {start - traffic.events[0][0]:.2f} s after the traffic)")
+    recover()
+    return failed, seconds
+
+
+def test_failover_of_each_tier_keeps_sticky_sessions(wf18_vrrp_lab, capsys):
+    lab = wf18_vrrp_lab
+    pb = lab.lbs["pb"]
+    if pb.keepalived_pid() is None:  # run alone: start lb-pb's keepalived as the state would
+        pb.start_keepalived()
+    wait_for(lambda: lab.master("primary") is not None, 15, "primary VRRP master")
+    traffic = StickyTraffic(lab, PRIMARY_VIP, sessions=6).start()
+    results = {}
+    try:
+        wait_for(lambda: len(traffic.first_places()) == 6, 15, "every session served")
+        time.sleep(1)
+
+        master = lab.master("primary")
+        other = "pb" if master == "pa" else "pa"
+        m = lab.lbs[master]
+        results["primary HAProxy killed"] = _phase(
+            lab, traffic, f"kill -9 HAProxy on {m.id}", m.kill_haproxy, m.start_haproxy
+        )
+        assert lab.master("primary") == other
+        wait_for(lambda: m.http_ok(m.address), 10, "restarted HAProxy")
+
+        # The master's keepalived dies (SIGKILL: no goodbye advert, the VIP stays on its
+        # link until the other LB takes it and announces it by gratuitous ARP).
+        m = lab.lbs[lab.master("primary")]
+        results["primary keepalived killed"] = _phase(
+            lab, traffic, f"kill -9 keepalived on {m.id}", m.kill_keepalived, m.start_keepalived
+        )
+        wait_for(lambda: lab.master("primary") is not None, 15, "one primary master again")
+
+        # The whole master host drops off the network.
+        m = lab.lbs[lab.master("primary")]
+        results["primary host down"] = _phase(
+            lab, traffic, f"{m.id} eth0 down", lambda: m.set_link(False), lambda: m.set_link(True)
+        )
+        wait_for(lambda: lab.master("primary") is not None, 15, "one primary master again")
+
+        # The site tier: s1's master HAProxy dies under the same sessions.
+        s = lab.lbs[lab.master("s1")]
+        results["site s1 HAProxy killed"] = _phase(
+            lab, traffic, f"kill -9 HAProxy on {s.id}", s.kill_haproxy, s.start_haproxy
+        )
+        results["back in service"] = _phase(
+            lab, traffic, "all LBs back", lambda: None, lambda: None, settle=3
+        )
+    finally:
+        traffic.stop()
+    with capsys.disabled():
+        print()
+        for kind, (failed, seconds) in results.items():
+            print(f"    failover {kind}: {failed} failed, VIP again after {seconds} s")
+    for kind, (failed, seconds) in results.items():
+        if failed:
+            assert seconds is not None, f"{kind}: the VIP never answered again"
+    assert traffic.unsticky() == [], f"sessions that lost their stickiness: {traffic.moves()}"
+    assert results["back in service"][0] == 0
+    assert results["primary HAProxy killed"][0] > 0, "the failure did not hit the traffic"
+    assert lab.master("primary") is not None and lab.master("s1") is not None
+
+
+APACHE_CONF = """\
+ServerRoot "{root}"
+DefaultRuntimeDir "{root}/run"
+PidFile "{root}/run/httpd.pid"
+Listen {address}:80
+ServerName {address}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule dir_module {modules}/mod_dir.so
+LoadModule remoteip_module {modules}/mod_remoteip.so
+User www-data
+Group www-data
+ErrorLog "{root}/error.log"
+DocumentRoot "{docroot}"
+DirectoryIndex member.json
+<Directory "{docroot}">
+    Require all granted
+</Directory>
+LogFormat "%h %l %u %t \\"%r\\" %>s %b \\"%{{Referer}}i\\" \\"%{{User-agent}}i\\"" combined
+CustomLog "{root}/access.log" combined
+Include "{include}"
+"""
+
+
+def _load_shipper(repo_root):
+    path = repo_root / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
+    spec = importlib.util.spec_from_file_location("webfarm_shipper_wf18", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_web_members_access_log_names_the_client_through_both_tiers(
+    modules, wf18_vrrp_lab, tmp_path, repo_root
+):
+    """A request from the client namespace through the primary VIP and site s2's LB to an
+    Apache member: the combined LogFormat, with the accesslog SLS's RemoteIP settings
+    (trusted proxies = the topology's LBs and VIPs), logs the client, even when the client
+    sends an X-Forwarded-For of its own."""
+    if shutil.which("apache2") is None or not Path(APACHE_MODULES, "mod_remoteip.so").exists():
+        pytest.skip("apache2 with mod_remoteip is not installed (apt-get install apache2)")
+    lab = wf18_vrrp_lab
+    pillar, root = acl_pillar(tmp_path, "mongodb://127.0.0.1:9/")  # no store: the shipper spools
+    all_ok(apply(modules, "accesslog.piped", pillar), False)
+    include = root / "apache2/conf-enabled/webfarm-accesslog.conf"
+    text = include.read_text()
+    proxies = [lb.address for lb in lab.lbs.values()] + [PRIMARY_VIP, S1_VIP]
+    line = next(x for x in text.splitlines() if x.startswith("RemoteIPInternalProxy "))
+    assert sorted(line.split()[1:]) == sorted(proxies)
+
+    (_site_farm_member, address) = APACHE_MEMBER
+    docroot = Path(tempfile.mkdtemp(prefix="wf18-apache-docroot-"))
+    try:
+        docroot.chmod(0o755)
+        (docroot / "member.json").write_text(json.dumps({"site": "s2", "farm": "f1", "member": 3}))
+        (docroot / "member.json").chmod(0o644)
+        apache_root = tmp_path / "apache"
+        (apache_root / "run").mkdir(parents=True)
+        conf = apache_root / "httpd.conf"
+        conf.write_text(
+            APACHE_CONF.format(
+                root=apache_root, address=address, modules=APACHE_MODULES, docroot=docroot,
+                include=include,
+            )
+        )  # fmt: skip
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", lab.web, "apache2", "-f", str(conf), "-DFOREGROUND"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            s2 = lab.lbs["s2"]
+            wait_for(
+                lambda: (
+                    modules.haproxy_tier.servers(socket=s2.settings["socket"])["f1"]["f1_m3"][
+                        "status"
+                    ]
+                    == "UP"
+                ),
+                20,
+                "the Apache member UP on s2's LB",
+            )
+
+            def visit(spoof=None):
+                session = Session(PRIMARY_VIP)
+                session.cookies = {"SITEID": "s2", "FARMID": "f1"}
+                for _ in range(12):  # round robin over f1's three members
+                    if spoof:
+                        session.extra_headers = {"X-Forwarded-For": spoof}
+                    status, data = session.get(f"/?visit={spoof or 'plain'}")
+                    if status == 200 and data["member"] == 3:
+                        return True
+                return False
+
+            assert lab.call_in(f"{lab.prefix}-client", visit)
+            assert lab.call_in(f"{lab.prefix}-client", lambda: visit("192.0.2.66"))
+        finally:
+            stop_process(proc, group=True)
+        log = (apache_root / "access.log").read_text().splitlines()
+    finally:
+        shutil.rmtree(docroot, ignore_errors=True)
+    parser = _load_shipper(repo_root).LogFormat("combined")
+    visits = [parser.parse(x) for x in log if "visit=" in x]
+    assert {(v["query"], v["ip"]) for v in visits} == {
+        ("visit=plain", CLIENT),
+        ("visit=192.0.2.66", CLIENT),  # a client's own X-Forwarded-For names nobody
+    }

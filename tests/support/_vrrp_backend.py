@@ -1,0 +1,61 @@
+"""Web members for the VRRP lab (run inside its ``web`` namespace; not a pytest plugin).
+
+``python3 _vrrp_backend.py <address>:<port>:<site>:<farm>:<member> ...`` serves each member
+on its own address, answering JSON ``{site, farm, member, xff, peer}``; SIGTERM stops it.
+"""
+
+import json
+import signal
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        site, farm, member = self.server.identity
+        body = json.dumps(
+            {
+                "site": site,
+                "farm": farm,
+                "member": int(member),
+                "xff": self.headers.get_all("X-Forwarded-For") or [],
+                "peer": self.client_address[0],
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def handle_error(self, request, client_address):
+        pass  # health checks close with a reset
+
+
+def main(specs):
+    servers = []
+    for spec in specs:
+        address, port, site, farm, member = spec.split(":")
+        server = Server((address, int(port)), Handler)
+        server.identity = (site, farm, member)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("ready", flush=True)
+    stop.wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
