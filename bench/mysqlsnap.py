@@ -19,6 +19,7 @@ Run as root from the repository root: ``.venv/bin/python bench/mysqlsnap.py``
 (``MYSQLSNAP_BENCH_ROWS`` sets the seed size, default 600000 rows ~ 150 MB).
 """
 
+import importlib.util
 import os
 import shutil
 import statistics
@@ -36,6 +37,19 @@ import pymysql  # noqa: E402
 import webfarm_mysqlsnap as logic  # noqa: E402
 
 from tests.support.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
+
+
+def load_module():
+    """The execution module as plain Python: its backup sequence takes ``run``/``connect``."""
+    spec = importlib.util.spec_from_file_location(
+        "mysqlsnap_bench", REPO / "salt" / "_modules" / "mysqlsnap.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+snap = load_module()
 
 RUNS = 5
 MARIABACKUP_RUNS = 3
@@ -217,7 +231,7 @@ def main():
         writer = Writer(lab.primary).start()
         probe = StallProbe(lab.replica).start()
         time.sleep(1)
-        shutil.rmtree(logic.run_backup(settings, run, connect)["backup_dir"])  # warm the page cache
+        shutil.rmtree(snap._run_backup(settings, run, connect)["backup_dir"])  # warm the page cache
         snaps, raws = [], []
         extra, ours = [], []
         # The runner's extra work sits inside run_backup's own copy timer, so mysqlsnap's copy
@@ -225,7 +239,7 @@ def main():
         runner = with_raw_rsync(raws, extra, ours, dest)
         for _ in range(RUNS):
             start = time.perf_counter()
-            result = logic.run_backup(settings, runner, connect)
+            result = snap._run_backup(settings, runner, connect)
             end = time.perf_counter()
             shutil.rmtree(result["backup_dir"])
             result["copy_mb_s"] = result["bytes"] / ours[-1] / 1e6

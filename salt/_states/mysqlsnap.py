@@ -7,7 +7,6 @@
         - max_age: 24h
 """
 
-import webfarm_mysqlsnap as logic
 from salt.exceptions import SaltException
 
 __virtualname__ = "mysqlsnap"
@@ -33,14 +32,9 @@ def backed_up(name, max_age="24h", **kwargs):
     """
     ret = {"name": name, "result": True, "comment": "", "changes": {}}
     try:
-        limit = logic.parse_duration(max_age)
-    except logic.SettingsError as exc:
-        ret.update(result=False, comment=str(exc))
-        return ret
-    try:
-        backups = __salt__["mysqlsnap.list"](destination=kwargs.get("destination"))
-        newest = backups[-1] if backups else None
-        if newest and newest["age_s"] <= limit:
+        found = __salt__["mysqlsnap.newest"](max_age=max_age, destination=kwargs.get("destination"))
+        newest, limit = found["newest"], found["max_age_s"]
+        if found["fresh"]:
             ret["comment"] = (
                 f"Newest backup {newest['name']} is {newest['age_s']:.0f}s old "
                 f"(max_age {limit:.0f}s): already as wanted"

@@ -1,24 +1,17 @@
-"""mysqlsnap logic: settings, backend command plans, the locked snapshot sequence, manifests
-and retention.
+"""mysqlsnap logic, pure: settings, names and retention, backend command plans, rsync and
+verify command lines, parsers of what the server and the tools answer, manifests.
 
-Nothing here imports Salt. The backup sequence (:func:`run_backup`) talks to the outside world
-only through two callables it is given — ``run(cmd, timeout)`` for commands and ``connect()``
-for DB-API connections — so the exec module passes real ones (subprocess, PyMySQL) and tests
-can wrap them to inject failures.
+No I/O here (no commands, SQL, files, threads or signals; tests/unit/test_layering.py checks
+the imports): every function takes plain data and returns plain data, so
+tests/unit/test_mysqlsnap.py tests it without a server. The execution module
+(salt/_modules/mysqlsnap.py) runs the backup sequence with these plans and parsers.
 """
 
-import contextlib
 import copy
 import datetime
 import json
-import math
 import os
 import re
-import shutil
-import signal
-import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 
 NAME_PREFIX = "mysqlsnap-"
@@ -72,7 +65,8 @@ class SettingsError(ValueError):
 
 
 class BackupError(RuntimeError):
-    """The backup failed; everything it had done was undone (see ``cleanup``)."""
+    """The backup failed; everything it had done was undone (see ``cleanup``). Raised here by
+    :func:`check_server`, and by the execution module's backup sequence."""
 
     def __init__(self, message, cleanup=None):
         super().__init__(message)
@@ -447,68 +441,118 @@ def parse_rsync_bytes(stats):
     return int(re.sub(r"[,.]", "", match.group(1))) if match else None
 
 
-# ---------------------------------------------------------------- SQL helpers
+# ---------------------------------------------------------------- the copy and the manifest
 
 
-def _query(conn, sql, args=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        return list(cur.fetchall()) if cur.description else []
+def copy_paths(destination, name):
+    """Where backup ``name`` goes: ``backup_dir`` (its final name), ``partial`` (the local
+    directory it is copied into and renamed from once complete; None for host:path) and
+    ``target`` (the rsync target for the datadir)."""
+    if is_remote(destination):
+        backup_dir = f"{destination.rstrip('/')}/{name}"
+        return {"backup_dir": backup_dir, "partial": None, "target": f"{backup_dir}/{DATA_SUBDIR}"}
+    backup_dir = os.path.join(destination, name)
+    partial = backup_dir + PARTIAL_SUFFIX
+    return {
+        "backup_dir": backup_dir,
+        "partial": partial,
+        "target": os.path.join(partial, DATA_SUBDIR),
+    }
 
 
-def _dict_row(conn, sql):
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        row = cur.fetchone()
-        if row is None:
-            return None
-        return dict(zip([d[0] for d in cur.description], row, strict=True))
+def copy_summary(backup_dir, stats, copy_s):
+    """The manifest's copy figures from ``rsync --stats`` output and the copy's seconds."""
+    size = parse_rsync_bytes(stats or "")
+    return {
+        "backup_dir": backup_dir,
+        "bytes": size,
+        "copy_s": round(copy_s, 3),
+        "copy_mb_s": round(size / copy_s / 1e6, 1) if size and copy_s > 0 else None,
+    }
+
+
+def stale_partials(entries):
+    """The partial copies of ours among a destination's entries (left by a killed run)."""
+    return [
+        entry
+        for entry in sorted(entries)
+        if entry.endswith(PARTIAL_SUFFIX) and name_time(entry[: -len(PARTIAL_SUFFIX)])
+    ]
+
+
+def manifest_json(result):
+    """The text of ``manifest.json`` for a backup's result dict."""
+    return json.dumps(result, indent=2, sort_keys=True) + "\n"
+
+
+def manifest_push_cmd(local_file, backup_dir):
+    """Send the manifest, written last, to a remote (host:path) backup."""
+    return ["rsync", "--rsh", "ssh -o BatchMode=yes", local_file, f"{backup_dir}/{MANIFEST}"]
+
+
+# ---------------------------------------------------------------- what the server answers
 
 
 def quote_ident(name):
     return "`" + str(name).replace("`", "``") + "`"
 
 
-def user_tables(conn):
-    """``[(schema, table, engine)]`` of the base tables outside the system schemas."""
-    rows = _query(
-        conn,
-        "SELECT TABLE_SCHEMA, TABLE_NAME, ENGINE FROM information_schema.TABLES "
-        "WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA NOT IN %s "
-        "ORDER BY TABLE_SCHEMA, TABLE_NAME",
-        (SYSTEM_SCHEMAS,),
-    )
-    return [(r[0], r[1], r[2] or "") for r in rows]
+def count_sql(schema, table):
+    return f"SELECT COUNT(*) FROM {quote_ident(schema)}.{quote_ident(table)}"
 
 
-def count_rows(conn, tables):
-    return {
-        f"{schema}.{table}": int(
-            _query(conn, f"SELECT COUNT(*) FROM {quote_ident(schema)}.{quote_ident(table)}")[0][0]
+def check_replica(settings, replica_status):
+    """Refuse a server that is not a replica (``replica_status``: the ``SHOW SLAVE STATUS``
+    row as a dict, None on a primary) unless ``require_replica`` is off."""
+    if settings["require_replica"] and not replica_status:
+        raise BackupError(
+            "this server is not a replica (SHOW SLAVE STATUS is empty): back up a replica, "
+            "or pass require_replica=False to lock a primary on purpose"
         )
-        for schema, table, _engine in tables
+
+
+def check_server(settings, variables, resolve=os.path.normpath):
+    """Refuse a server whose files are not where the settings say, before locking anything.
+
+    ``variables`` is the row of ``@@datadir, @@innodb_log_group_home_dir,
+    @@innodb_data_home_dir, @@innodb_flush_log_at_trx_commit, @@version,
+    @@log_bin_basename``; ``resolve`` turns a path into the one it really is (the execution
+    module passes ``os.path.realpath``). Returns what the backup needs to know of the server;
+    raises :class:`BackupError` naming what is wrong.
+    """
+    datadir, log_dir, data_home, flush_at_commit, version, binlog_base = variables
+    real = resolve(datadir)
+    if real.rstrip("/") != resolve(settings["datadir"]).rstrip("/"):
+        raise BackupError(f"the server's datadir is {datadir}, settings say {settings['datadir']}")
+    for what, path in (("innodb_log_group_home_dir", log_dir), ("innodb_data_home_dir", data_home)):
+        if path and os.path.isabs(path) and not _inside(resolve(path), real.rstrip("/")):
+            raise BackupError(
+                f"{what} {path} is outside the datadir: a snapshot would not include it"
+            )
+    binlog = None
+    if binlog_base and _inside(resolve(binlog_base), real.rstrip("/")):
+        binlog = os.path.relpath(resolve(binlog_base), real)
+    return {
+        "version": version,
+        "flush_engine_logs": int(flush_at_commit) != 1,
+        "binlog_basename": binlog,
     }
 
 
-def replica_status(conn):
-    return _dict_row(conn, "SHOW SLAVE STATUS")
-
-
-def read_positions(conn):
-    """Source (this server's binlog) and replica (its position on its primary) positions;
-    called with the read lock held, so nothing moves."""
-    master = _dict_row(conn, "SHOW MASTER STATUS") or {}
-    gtid_binlog, gtid_slave = _query(
-        conn, "SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_slave_pos"
-    )[0]
+def positions(master_status, gtid_binlog, gtid_slave, replica_status):
+    """Source (this server's binlog) and replica (its position on its primary) positions from
+    the rows read under the read lock: ``SHOW MASTER STATUS`` (dict or None),
+    ``@@GLOBAL.gtid_binlog_pos``, ``@@GLOBAL.gtid_slave_pos`` and ``SHOW SLAVE STATUS``
+    (dict, or None on a primary)."""
+    master = master_status or {}
     source = {
         "binlog_file": master.get("File"),
         "binlog_pos": int(master["Position"]) if master.get("Position") is not None else None,
         "gtid": gtid_binlog or "",
     }
-    status = replica_status(conn)
     replica = None
-    if status:
+    if replica_status:
+        status = replica_status
         replica = {
             "master_host": status.get("Master_Host"),
             "master_port": int(status.get("Master_Port") or 0),
@@ -521,360 +565,13 @@ def read_positions(conn):
     return source, replica
 
 
-# ---------------------------------------------------------------- the backup sequence
-
-
-class Undo:
-    """A stack of undo actions; :meth:`unwind` runs them newest first and reports each."""
-
-    def __init__(self):
-        self._stack = []
-
-    def push(self, label, action):
-        self._stack.append((label, action))
-
-    def settle(self, label):
-        self._stack = [(lbl, act) for lbl, act in self._stack if lbl != label]
-
-    def pending(self):
-        return [label for label, _ in self._stack]
-
-    def unwind(self):
-        """Undo everything; a SIGTERM arriving meanwhile waits until the undo is complete."""
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}) if main else None
-        report = []
-        try:
-            while self._stack:
-                label, action = self._stack.pop()
-                try:
-                    action()
-                    report.append(f"{label}: done")
-                except Exception as exc:  # noqa: BLE001 - report and go on undoing the rest
-                    report.append(f"{label}: FAILED ({exc}) - do it by hand")
-        finally:
-            if main:
-                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        return report
-
-
-class CommandFailed(RuntimeError):
-    pass
-
-
-def _check(run, cmd, timeout, ok_rcs=(0,)):
-    proc = run(cmd, timeout)
-    if proc.returncode not in ok_rcs:
-        detail = (proc.stderr or proc.stdout or "").strip().splitlines()
-        raise CommandFailed(f"{' '.join(cmd)} exited {proc.returncode}: {' '.join(detail[-3:])}")
-    return proc
-
-
-class Watchdog:
-    """Releases the read lock if the locked phase outlives ``timeout``: KILLs the lock's
-    connection from ``admin`` (and closes it, should the KILL fail)."""
-
-    def __init__(self, timeout, admin, lock_conn, lock_conn_id):
-        self.timeout = timeout
-        self.admin = admin
-        self.lock_conn = lock_conn
-        self.lock_conn_id = int(lock_conn_id)
-        self.fired = False
-        self._done = False
-        self._mutex = threading.Lock()
-        self._timer = threading.Timer(timeout, self._fire)
-        self._timer.daemon = True
-
-    def start(self):
-        self._timer.start()
-
-    def _fire(self):
-        with self._mutex:
-            if self._done:
-                return
-            self.fired = True
-        try:
-            _query(self.admin, f"KILL CONNECTION {self.lock_conn_id}")
-        except Exception:  # noqa: BLE001 - fall back to dropping the socket
-            with contextlib.suppress(Exception):
-                self.lock_conn.close()
-
-    def finish(self):
-        """Stop the timer; returns whether it had fired (the lock was lost)."""
-        with self._mutex:
-            self._done = True
-        self._timer.cancel()
-        return self.fired
-
-
-def _inspect(admin, settings):
-    """Refuse a server that is not what the settings describe, before locking anything."""
-    status = replica_status(admin)
-    if settings["require_replica"] and not status:
-        raise BackupError(
-            "this server is not a replica (SHOW SLAVE STATUS is empty): back up a replica, "
-            "or pass require_replica=False to lock a primary on purpose"
-        )
-    datadir, log_dir, data_home, flush_at_commit, version, binlog_base = _query(
-        admin,
-        "SELECT @@datadir, @@innodb_log_group_home_dir, @@innodb_data_home_dir, "
-        "@@innodb_flush_log_at_trx_commit, @@version, @@log_bin_basename",
-    )[0]
-    real = os.path.realpath(datadir)
-    if real.rstrip("/") != os.path.realpath(settings["datadir"]).rstrip("/"):
-        raise BackupError(f"the server's datadir is {datadir}, settings say {settings['datadir']}")
-    for what, path in (("innodb_log_group_home_dir", log_dir), ("innodb_data_home_dir", data_home)):
-        if path and os.path.isabs(path) and not _inside(os.path.realpath(path), real.rstrip("/")):
-            raise BackupError(
-                f"{what} {path} is outside the datadir: a snapshot would not include it"
-            )
-    binlog = None
-    if binlog_base and _inside(os.path.realpath(binlog_base), real.rstrip("/")):
-        binlog = os.path.relpath(os.path.realpath(binlog_base), real)
-    return {
-        "version": version,
-        "flush_engine_logs": int(flush_at_commit) != 1,
-        "binlog_basename": binlog,
-    }
-
-
-def run_backup(settings, run, connect, now=None, clock=time.monotonic):
-    """Take one backup; returns the manifest dict. Raises :class:`BackupError` after undoing
-    whatever it had done (lock, freeze, snapshot, mount, partial copy).
-
-    ``run(cmd, timeout)`` returns an object with ``returncode``, ``stdout``, ``stderr``;
-    ``connect()`` returns a fresh DB-API (PyMySQL) connection in autocommit mode.
-    """
-    now = now or datetime.datetime.now(datetime.UTC)
-    started = clock()
-    backend = make_backend(settings)
-    name = backup_name(now)
-    undo = Undo()
-    conns = []
-    result = {"result": False, "name": name, "backend": backend.name}
-    try:
-        admin = connect()
-        conns.append(admin)
-        server = _inspect(admin, settings)
-        result["stale_removed"] = _remove_stale(settings, backend, run)
-        tables = user_tables(admin) if settings["row_counts"] else []
-        lock_conn = connect()
-        conns.append(lock_conn)
-        counter = None
-        if settings["row_counts"]:
-            counter = connect()
-            conns.append(counter)
-        locked = _locked_snapshot(
-            settings, backend, name, run, admin, lock_conn, counter, tables, server, undo, clock
-        )
-        result.update(locked["positions"])
-        result["lock_ms"] = locked["lock_ms"]
-        result["snapshot"] = backend.snapshot_path(name)
-        counts = dict(locked["counts"])
-        if counter is not None:
-            innodb = [t for t in tables if f"{t[0]}.{t[1]}" not in counts]
-            counts.update(count_rows(counter, innodb))
-            _query(counter, "COMMIT")
-        result["tables"] = counts
-        for step in backend.mount_steps(name):
-            _check(run, step.cmd, 120)
-            undo.push(step.label, lambda c=step.undo: _check(run, c, 120))
-        copied = _copy(settings, backend.source_dir(name), name, run, undo, clock)
-        result.update(copied)
-        result.update(
-            {
-                "result": True,
-                "created": now.astimezone(datetime.UTC).isoformat(),
-                "server_version": server["version"],
-                "binlog_basename": server["binlog_basename"],
-                "duration_s": round(clock() - started, 3),
-            }
-        )
-        _finish(settings, name, result, run, undo)
-        cleanup = undo.unwind()
-        failed = [c for c in cleanup if "FAILED" in c]
-        if failed:
-            result["cleanup_warnings"] = failed
-        return result
-    except (Exception, BackupInterrupted) as exc:
-        cleanup = undo.unwind()
-        message = (
-            str(exc)
-            if isinstance(exc, (BackupError, CommandFailed))
-            else f"{type(exc).__name__}: {exc}"
-        )
-        if isinstance(exc, BackupInterrupted):
-            message = f"interrupted ({exc}); everything undone"
-        raise BackupError(
-            f"backup {name} failed: {message}; cleanup: {'; '.join(cleanup) or 'nothing to undo'}",
-            cleanup,
-        ) from exc
-    finally:
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def _remove_stale(settings, backend, run):
-    """Snapshots and partial copies left by a run that was killed (SIGKILL leaves no chance
-    to clean up). Safe because the caller holds the host's backup lock file."""
-    removed = []
-    probe = run(backend.stale_probe(), 60)
-    if probe.returncode == 0:
-        for stale in parse_stale(probe.stdout):
-            for step in backend.stale_cleanup(stale):
-                _check(run, step.cmd, 120, step.undo_ok_rcs)
-            removed.append(stale)
-    dest = settings["destination"]
-    if not is_remote(dest) and os.path.isdir(dest):
-        for entry in sorted(os.listdir(dest)):
-            if entry.endswith(PARTIAL_SUFFIX) and name_time(entry[: -len(PARTIAL_SUFFIX)]):
-                shutil.rmtree(os.path.join(dest, entry), ignore_errors=True)
-                removed.append(entry)
-    return removed
-
-
-def _locked_snapshot(
-    settings, backend, name, run, admin, lock_conn, counter, tables, server, undo, clock
-):
-    timeout = settings["lock_timeout"]
-    _query(lock_conn, "SET SESSION lock_wait_timeout = %s", (max(1, math.ceil(timeout)),))
-    lock_conn_id = _query(lock_conn, "SELECT CONNECTION_ID()")[0][0]
-    watchdog = Watchdog(timeout, admin, lock_conn, lock_conn_id)
-    undo.push("release read lock", lambda: lock_conn.close())
-    watchdog.start()
-    t_lock = clock()
-    unlocked = False
-    try:
-        try:
-            _query(lock_conn, "FLUSH TABLES WITH READ LOCK")
-        except Exception as exc:
-            if watchdog.fired:
-                raise BackupError(
-                    f"could not take the read lock within lock_timeout={timeout}s (long-running queries?)"
-                ) from exc
-            raise
-        source, replica = read_positions(lock_conn)
-        counts = {}
-        if counter is not None:
-            # The read view opened under the lock is the replica's state at lock time; InnoDB
-            # rows are counted in it after UNLOCK, so counting does not lengthen the lock.
-            _query(counter, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            _query(counter, "START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            other = [t for t in tables if t[2].lower() != "innodb"]
-            counts = count_rows(counter, other)
-        if server["flush_engine_logs"]:
-            _query(lock_conn, "FLUSH NO_WRITE_TO_BINLOG ENGINE LOGS")
-        for step in backend.locked_steps(name):
-            remaining = timeout - (clock() - t_lock)
-            if remaining <= 0 or watchdog.fired:
-                raise BackupError(
-                    f"lock_timeout={timeout}s exceeded before {step.label}; lock released by the watchdog"
-                )
-            try:
-                _check(run, step.cmd, remaining)
-            except BaseException as exc:
-                if step.undo:
-                    # The command may have half-done its work: undo it, tolerating "not there".
-                    undo.push(step.label, lambda c=step.undo: run(c, 120))
-                if "Timeout" in type(exc).__name__:
-                    raise BackupError(
-                        f"{step.label} exceeded lock_timeout={timeout}s and was killed; lock released by the watchdog"
-                    ) from exc
-                raise
-            if step.settles:
-                undo.settle(step.settles)
-            if step.undo:
-                undo.push(step.label, lambda c=step.undo: _check(run, c, 120))
-        if watchdog.fired:
-            raise BackupError(
-                f"lock_timeout={timeout}s exceeded while taking the snapshot; lock released by the watchdog, snapshot discarded"
-            )
-        try:
-            _query(lock_conn, "SELECT 1")
-        except Exception as exc:
-            raise BackupError(
-                "the lock connection was lost while the snapshot was taken; the snapshot may be inconsistent and was discarded"
-            ) from exc
-        _query(lock_conn, "UNLOCK TABLES")
-        unlocked = True
-        lock_ms = (clock() - t_lock) * 1000.0
-    finally:
-        fired = watchdog.finish()
-        if unlocked and not fired:
-            undo.settle("release read lock")
-    if fired:
-        raise BackupError(
-            f"lock_timeout={timeout}s exceeded; lock released by the watchdog, snapshot discarded"
-        )
-    return {
-        "lock_ms": round(lock_ms, 3),
-        "positions": {"source": source, "replica": replica},
-        "counts": counts,
-    }
-
-
-def _copy(settings, source_dir, name, run, undo, clock):
-    dest = settings["destination"]
-    if is_remote(dest):
-        backup_dir = f"{dest.rstrip('/')}/{name}"
-        target = f"{backup_dir}/{DATA_SUBDIR}"
-    else:
-        backup_dir = os.path.join(dest, name)
-        partial = backup_dir + PARTIAL_SUFFIX
-        os.makedirs(dest, exist_ok=True)
-        os.makedirs(partial)
-        undo.push("remove partial copy", lambda: shutil.rmtree(partial))
-        target = os.path.join(partial, DATA_SUBDIR)
-    t0 = clock()
-    proc = _check(run, rsync_cmd(source_dir, target), settings["copy_timeout"])
-    copy_s = clock() - t0
-    size = parse_rsync_bytes(proc.stdout or "")
-    return {
-        "backup_dir": backup_dir,
-        "bytes": size,
-        "copy_s": round(copy_s, 3),
-        "copy_mb_s": round(size / copy_s / 1e6, 1) if size and copy_s > 0 else None,
-    }
-
-
-def manifest_json(result):
-    return json.dumps(result, indent=2, sort_keys=True) + "\n"
-
-
-def _finish(settings, name, result, run, undo):
-    """Write ``manifest.json`` last: a backup without one is incomplete and is ignored."""
-    dest = settings["destination"]
-    if is_remote(dest):
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            handle.write(manifest_json(result))
-        try:
-            cmd = [
-                "rsync",
-                "--rsh",
-                "ssh -o BatchMode=yes",
-                handle.name,
-                f"{result['backup_dir']}/{MANIFEST}",
-            ]
-            _check(run, cmd, 300)
-        finally:
-            os.unlink(handle.name)
-        return
-    partial = os.path.join(dest, name + PARTIAL_SUFFIX)
-    with open(os.path.join(partial, MANIFEST), "w", encoding="utf-8") as handle:
-        handle.write(manifest_json(result))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(partial, result["backup_dir"])
-    undo.settle("remove partial copy")
+def command_error(cmd, returncode, stdout, stderr):
+    """The message of a failed command: the command, its exit code, its last output lines."""
+    detail = (stderr or stdout or "").strip().splitlines()
+    return f"{' '.join(cmd)} exited {returncode}: {' '.join(detail[-3:])}"
 
 
 # ---------------------------------------------------------------- listing, verify planning
-
-
-def read_manifest(backup_dir):
-    with open(os.path.join(backup_dir, MANIFEST), encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 def summarize(name, backup_dir, manifest, now):
@@ -887,6 +584,17 @@ def summarize(name, backup_dir, manifest, now):
         "bytes": manifest.get("bytes"),
         "lock_ms": manifest.get("lock_ms"),
         "gtid_slave_pos": (manifest.get("replica") or {}).get("gtid_slave_pos"),
+    }
+
+
+def freshness(backups, max_age_s):
+    """Whether the newest of ``backups`` (summaries, oldest first) is at most ``max_age_s``
+    seconds old: ``{"newest": summary or None, "max_age_s": seconds, "fresh": bool}``."""
+    newest = backups[-1] if backups else None
+    return {
+        "newest": newest,
+        "max_age_s": max_age_s,
+        "fresh": bool(newest) and newest["age_s"] <= max_age_s,
     }
 
 
@@ -922,6 +630,18 @@ def verify_server_cmd(binary, datadir, port, socket, pid_file, log_file, run_as=
     return cmd
 
 
+def table_check_problem(schema, table, result):
+    """None when the rows of ``CHECK TABLE`` say the table is fine, else what they say."""
+    final = result[-1] if result else None
+    if (
+        not final
+        or final[2].lower() == "error"
+        or final[3] not in ("OK", "Table is already up to date")
+    ):
+        return {"table": f"{schema}.{table}", "messages": [list(r[2:4]) for r in result]}
+    return None
+
+
 def compare_counts(expected, actual):
     """Differences between manifest row counts and the restored ones: ``{table: [exp, got]}``."""
     return {
@@ -929,21 +649,3 @@ def compare_counts(expected, actual):
         for table, count in sorted(expected.items())
         if actual.get(table) != count
     }
-
-
-@contextlib.contextmanager
-def interruptible():
-    """Turn SIGTERM into :class:`BackupInterrupted` for the duration (main thread only), so
-    a job timeout still runs the undo steps."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum, _frame):
-        raise BackupInterrupted(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -1,8 +1,11 @@
-"""Pure logic of mysqlsnap: settings, names/retention, backend command plans, rsync, verify plan.
+"""Pure logic of mysqlsnap (salt/_utils/webfarm_mysqlsnap.py), with plain data: settings,
+names/retention, backend command plans, rsync, the copy and manifest plans, the checks and
+parsers of what the server answers, the verify plan.
 
 The LVM backend cannot run here (this kernel has no device-mapper), so its exact command lines
-and its undo order are checked against a recording command runner and a fake DB connection;
-the btrfs backend is exercised for real in tests/functional/modules/test_mysqlsnap.py.
+are checked here, and its sequence and undo order against a recording command runner and a
+fake DB connection in tests/functional/modules/test_mysqlsnap.py, where the btrfs backend is
+exercised for real.
 """
 
 import datetime
@@ -277,203 +280,195 @@ def test_compare_counts():
     }
 
 
-def test_undo_runs_newest_first_and_reports_failures():
-    done = []
-    undo = logic.Undo()
-    undo.push("a", lambda: done.append("a"))
-    undo.push("b", lambda: (_ for _ in ()).throw(OSError("busy")))
-    undo.push("c", lambda: done.append("c"))
-    undo.settle("c")
-    report = undo.unwind()
-    assert done == ["a"]
-    assert report == ["b: FAILED (busy) - do it by hand", "a: done"]
-
-
-def test_sigterm_during_undo_waits_until_everything_is_undone():
-    import os
-    import signal
-
-    done = []
-    undo = logic.Undo()
-    undo.push("first", lambda: done.append("first"))
-    undo.push("second", lambda: (os.kill(os.getpid(), signal.SIGTERM), done.append("second")))
-    with pytest.raises(logic.BackupInterrupted), logic.interruptible():
-        undo.unwind()
-    assert done == ["second", "first"]
-
-
-# ---------------------------------------------------------------- the LVM sequence (fakes)
-
-
-class FakeProc:
-    def __init__(self, returncode=0, stdout="", stderr=""):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-class FakeCursor:
-    def __init__(self, conn):
-        self.conn = conn
-        self.rows, self.description = [], None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def execute(self, sql, args=None):
-        self.conn.log.append(sql)
-        answers = self.conn.answers
-        for prefix, (columns, rows) in answers.items():
-            if sql.startswith(prefix):
-                self.description = [(c,) for c in columns]
-                self.rows = list(rows)
-                return
-        self.description, self.rows = None, []
-
-    def fetchall(self):
-        return self.rows
-
-    def fetchone(self):
-        return self.rows[0] if self.rows else None
-
-
-class FakeConn:
-    """Answers the statements run_backup sends to a replica; records them."""
-
-    def __init__(self, log):
-        self.log = log
-        self.closed = False
-        self.answers = {
-            "SHOW SLAVE STATUS": (
-                [
-                    "Master_Host",
-                    "Master_Port",
-                    "Relay_Master_Log_File",
-                    "Exec_Master_Log_Pos",
-                    "Gtid_IO_Pos",
-                    "Using_Gtid",
-                ],
-                [("10.0.0.1", 3306, "bin.000007", 1234, "0-1-99", "Slave_Pos")],
-            ),
-            "SELECT @@datadir": (
-                ["d", "l", "h", "f", "v", "b"],
-                [("/srv/mysql/data/", "./", "", 1, "10.11.6-MariaDB", "/srv/mysql/data/mysql-bin")],
-            ),
-            "SELECT TABLE_SCHEMA": (["s", "t", "e"], [("app", "events", "InnoDB")]),
-            "SELECT CONNECTION_ID": (["id"], [(42,)]),
-            "SHOW MASTER STATUS": (["File", "Position"], [("mysql-bin.000003", 555)]),
-            "SELECT @@GLOBAL.gtid_binlog_pos": (["a", "b"], [("0-2-5,0-1-99", "0-1-99")]),
-            "SELECT COUNT(*)": (["c"], [(17,)]),
-        }
-
-    def cursor(self):
-        return FakeCursor(self)
-
-    def close(self):
-        self.closed = True
-
-
-def lvm_run(tmp_path, fail=None):
-    calls = []
-
-    def run(cmd, timeout):
-        calls.append(cmd)
-        if fail and cmd[0] == fail:
-            return FakeProc(5, stderr=f"{fail}: injected failure")
-        if cmd[0] == "rsync":
-            return FakeProc(0, stdout="Total file size: 1,000 bytes\n")
-        return FakeProc(0)
-
-    return calls, run
-
-
-def lvm_settings(tmp_path):
-    return logic.merge_settings(base(**LVM, destination=str(tmp_path / "dest")))
-
-
-def test_lvm_backup_sequence(tmp_path):
-    """LVM cannot run here: fake runner and connection check the order of the real commands."""
-    calls, run = lvm_run(tmp_path)
-    sql = []
-    conns = []
-
-    def connect():
-        conns.append(FakeConn(sql))
-        return conns[-1]
-
-    now = datetime.datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
-    result = logic.run_backup(lvm_settings(tmp_path), run, connect, now=now)
-    name = "mysqlsnap-20261125T020000.000Z"
-    assert [c[0] for c in calls] == [
-        "lvs",
-        "fsfreeze",
-        "lvcreate",
-        "fsfreeze",
-        "mount",
-        "rsync",
-        "umount",
-        "lvremove",
-    ]
-    assert calls[3] == ["fsfreeze", "--unfreeze", "/srv/mysql"]
+def test_table_check_problem():
+    assert logic.table_check_problem("a", "t", [("a.t", "check", "status", "OK")]) is None
     assert (
-        sql.index("FLUSH TABLES WITH READ LOCK")
-        < sql.index("SHOW MASTER STATUS")
-        < sql.index("UNLOCK TABLES")
+        logic.table_check_problem(
+            "a", "t", [("a.t", "check", "status", "Table is already up to date")]
+        )
+        is None
     )
-    assert result["source"] == {
-        "binlog_file": "mysql-bin.000003",
-        "binlog_pos": 555,
-        "gtid": "0-2-5,0-1-99",
+    broken = [("a.t", "check", "warning", "Size mismatch"), ("a.t", "check", "error", "Corrupt")]
+    assert logic.table_check_problem("a", "t", broken) == {
+        "table": "a.t",
+        "messages": [["warning", "Size mismatch"], ["error", "Corrupt"]],
     }
-    assert (
-        result["replica"]["master_log_file"] == "bin.000007"
-        and result["replica"]["gtid_slave_pos"] == "0-1-99"
-    )
-    assert result["tables"] == {"app.events": 17} and result["bytes"] == 1000
-    assert result["snapshot"] == f"/dev/vg0/{name}"
-    manifest = json.loads((tmp_path / "dest" / name / "manifest.json").read_text())
-    assert manifest["lock_ms"] == result["lock_ms"] and manifest["binlog_basename"] == "mysql-bin"
-    assert all(c.closed for c in conns)
+    assert logic.table_check_problem("a", "t", []) == {"table": "a.t", "messages": []}
+
+
+# ---------------------------------------------------------------- the copy and the manifest
+
+NAME = "mysqlsnap-20261125T020000.000Z"
+
+
+def test_copy_paths_local_and_remote():
+    assert logic.copy_paths("/backup/mysql", NAME) == {
+        "backup_dir": f"/backup/mysql/{NAME}",
+        "partial": f"/backup/mysql/{NAME}.partial",
+        "target": f"/backup/mysql/{NAME}.partial/data",
+    }
+    assert logic.copy_paths("bk:/backup/mysql/", NAME) == {
+        "backup_dir": f"bk:/backup/mysql/{NAME}",
+        "partial": None,
+        "target": f"bk:/backup/mysql/{NAME}/data",
+    }
+
+
+def test_copy_summary():
+    stats = "Total file size: 150,000,000 bytes\n"
+    assert logic.copy_summary("/b/x", stats, 1.23456) == {
+        "backup_dir": "/b/x",
+        "bytes": 150_000_000,
+        "copy_s": 1.235,
+        "copy_mb_s": 121.5,
+    }
+    assert logic.copy_summary("/b/x", None, 0.0) == {
+        "backup_dir": "/b/x",
+        "bytes": None,
+        "copy_s": 0.0,
+        "copy_mb_s": None,
+    }
+
+
+def test_stale_partials_are_only_ours():
+    entries = [
+        f"{NAME}.partial",
+        NAME,
+        "mysqlsnap-garbage.partial",
+        "other.partial",
+        "mysqlsnap-20261124T020000.000Z.partial",
+    ]
+    assert logic.stale_partials(entries) == [
+        "mysqlsnap-20261124T020000.000Z.partial",
+        f"{NAME}.partial",
+    ]
+    assert logic.stale_partials([]) == []
+
+
+def test_manifest_text_and_remote_push():
+    text = logic.manifest_json({"name": NAME, "bytes": 5, "replica": None})
+    assert text.endswith("}\n") and json.loads(text) == {"bytes": 5, "name": NAME, "replica": None}
+    assert text.index('"bytes"') < text.index('"name"')  # sorted keys: stable manifests
+    assert logic.manifest_push_cmd("/tmp/m.json", f"bk:/b/{NAME}") == [
+        "rsync", "--rsh", "ssh -o BatchMode=yes", "/tmp/m.json", f"bk:/b/{NAME}/manifest.json",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------- what the server answers
+
+
+def test_count_sql_quotes_identifiers():
+    assert logic.count_sql("app", "events") == "SELECT COUNT(*) FROM `app`.`events`"
+    assert logic.count_sql("a`b", "t") == "SELECT COUNT(*) FROM `a``b`.`t`"
+
+
+def test_check_replica():
+    settings = logic.merge_settings(base())
+    logic.check_replica(settings, {"Master_Host": "10.0.0.1"})
+    with pytest.raises(logic.BackupError, match="not a replica"):
+        logic.check_replica(settings, None)
+    logic.check_replica(logic.merge_settings(base(require_replica=False)), None)
+
+
+SERVER_ROW = ("/srv/mysql/data/", "./", "", 1, "10.11.6-MariaDB", "/srv/mysql/data/mysql-bin")
+
+
+def test_check_server_accepts_the_described_server():
+    settings = logic.merge_settings(base())
+    assert logic.check_server(settings, SERVER_ROW) == {
+        "version": "10.11.6-MariaDB",
+        "flush_engine_logs": False,
+        "binlog_basename": "mysql-bin",
+    }
+    row = SERVER_ROW[:3] + (2,) + SERVER_ROW[4:5] + ("/var/log/mysql/bin",)
+    assert logic.check_server(settings, row) == {
+        "version": "10.11.6-MariaDB",
+        "flush_engine_logs": True,  # innodb_flush_log_at_trx_commit != 1
+        "binlog_basename": None,  # binlogs outside the datadir: not in the snapshot
+    }
+
+
+def test_check_server_resolves_links_with_the_given_resolver():
+    """The execution module passes os.path.realpath; here a mapping stands for the links."""
+    links = {"/var/lib/mysql": "/srv/mysql/data"}
+    settings = logic.merge_settings(base())
+    row = ("/var/lib/mysql",) + SERVER_ROW[1:]
+    with pytest.raises(logic.BackupError, match="the server's datadir is /var/lib/mysql"):
+        logic.check_server(settings, row)
+    checked = logic.check_server(settings, row, resolve=lambda p: links.get(p.rstrip("/"), p))
+    assert checked["binlog_basename"] == "mysql-bin"
 
 
 @pytest.mark.parametrize(
-    "fail, undone",
+    "index, path, match",
     [
-        ("lvcreate", ["fsfreeze", "lvremove"]),  # thaw, then remove a half-made snapshot
-        ("mount", ["lvremove"]),
-        ("rsync", ["umount", "lvremove"]),
+        (1, "/var/log/innodb", "innodb_log_group_home_dir /var/log/innodb is outside the datadir"),
+        (2, "/ibdata", "innodb_data_home_dir /ibdata is outside the datadir"),
     ],
 )
-def test_lvm_failures_undo_in_reverse(tmp_path, fail, undone):
-    """LVM cannot run here: the undo commands after each injected failure are checked."""
-    calls, run = lvm_run(tmp_path, fail=fail)
-    sql = []
-    conns = []
-
-    def connect():
-        conns.append(FakeConn(sql))
-        return conns[-1]
-
-    with pytest.raises(logic.BackupError, match=f"{fail}.*injected failure") as err:
-        logic.run_backup(lvm_settings(tmp_path), run, connect)
-    after = calls[[c[0] for c in calls].index(fail) + 1 :]
-    assert sorted(c[0] for c in after) == sorted(undone)
-    if "fsfreeze" in undone:
-        assert ["fsfreeze", "--unfreeze", "/srv/mysql"] in after
-    assert all(c.closed for c in conns)  # the lock connection is closed: the lock is gone
-    assert "cleanup:" in str(err.value)
-    assert list((tmp_path / "dest").glob("*")) == [] if (tmp_path / "dest").exists() else True
+def test_check_server_refuses_innodb_files_outside_the_datadir(index, path, match):
+    row = list(SERVER_ROW)
+    row[index] = path
+    with pytest.raises(logic.BackupError, match=match):
+        logic.check_server(logic.merge_settings(base()), tuple(row))
 
 
-def test_refuses_a_server_that_is_not_a_replica(tmp_path):
-    calls, run = lvm_run(tmp_path)
+REPLICA_ROW = {
+    "Master_Host": "10.0.0.1",
+    "Master_Port": 3306,
+    "Relay_Master_Log_File": "bin.000007",
+    "Exec_Master_Log_Pos": 1234,
+    "Gtid_IO_Pos": "0-1-99",
+    "Using_Gtid": "Slave_Pos",
+}
 
-    def connect():
-        conn = FakeConn([])
-        conn.answers["SHOW SLAVE STATUS"] = (["Master_Host"], [])
-        return conn
 
-    with pytest.raises(logic.BackupError, match="not a replica"):
-        logic.run_backup(lvm_settings(tmp_path), run, connect)
-    assert calls == []
+def test_positions_of_a_replica():
+    source, replica = logic.positions(
+        {"File": "mysql-bin.000003", "Position": "555"}, "0-2-5,0-1-99", "0-1-99", REPLICA_ROW
+    )
+    assert source == {"binlog_file": "mysql-bin.000003", "binlog_pos": 555, "gtid": "0-2-5,0-1-99"}
+    assert replica == {
+        "master_host": "10.0.0.1",
+        "master_port": 3306,
+        "master_log_file": "bin.000007",
+        "master_log_pos": 1234,
+        "gtid_slave_pos": "0-1-99",
+        "gtid_io_pos": "0-1-99",
+        "using_gtid": "Slave_Pos",
+    }
+
+
+def test_positions_without_binlog_or_replication():
+    source, replica = logic.positions(None, None, None, None)
+    assert source == {"binlog_file": None, "binlog_pos": None, "gtid": ""}
+    assert replica is None
+
+
+def test_command_error_keeps_the_last_lines():
+    message = logic.command_error(["rsync", "-a", "x", "y"], 23, "out", "a\nb\nc\nd\n")
+    assert message == "rsync -a x y exited 23: b c d"
+    assert logic.command_error(["false"], 1, "only stdout", "") == "false exited 1: only stdout"
+    assert logic.command_error(["false"], 1, None, None) == "false exited 1: "
+
+
+# ---------------------------------------------------------------- listing, freshness
+
+
+def test_summarize_and_freshness():
+    now = datetime.datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+    manifest = {"bytes": 9, "lock_ms": 4.5, "replica": {"gtid_slave_pos": "0-1-7"}}
+    summary = logic.summarize(NAME, f"/b/{NAME}", manifest, now)
+    assert summary == {
+        "name": NAME,
+        "backup_dir": f"/b/{NAME}",
+        "created": "2026-11-25T02:00:00+00:00",
+        "age_s": 3600.0,
+        "bytes": 9,
+        "lock_ms": 4.5,
+        "gtid_slave_pos": "0-1-7",
+    }
+    assert logic.summarize(NAME, "/b", {"replica": None}, now)["gtid_slave_pos"] is None
+    assert logic.freshness([summary], 3600) == {"newest": summary, "max_age_s": 3600, "fresh": True}
+    assert logic.freshness([summary], 3599)["fresh"] is False
+    assert logic.freshness([], 3600) == {"newest": None, "max_age_s": 3600, "fresh": False}

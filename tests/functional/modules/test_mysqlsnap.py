@@ -3,13 +3,20 @@ subvolume on a loop device, with a writer thread inserting into the primary.
 
 Failures are injected for real (a snapshot directory off btrfs, a full destination, a killed
 lock connection, a hung snapshot, SIGTERM, SIGKILL); the ones that need a precise moment wrap
-the real command runner of ``webfarm_mysqlsnap.run_backup``. After each one the test checks,
-from outside, that writes proceed on the replica, its filesystem is writable, no snapshot or
-mount is left and replication still runs.
+the real command runner of the execution module's backup sequence (``_run_backup(settings,
+run, connect)``, called on the module file imported as plain Python). After each one the test
+checks, from outside, that writes proceed on the replica, its filesystem is writable, no
+snapshot or mount is left and replication still runs.
+
+The LVM backend cannot run here (no device-mapper): its sequence and undo order are checked
+with a recording command runner and a fake DB connection (the last section), and so are the
+undo stack and its SIGTERM handling.
 """
 
 import contextlib
+import datetime
 import fcntl
+import importlib.util
 import json
 import os
 import signal
@@ -17,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pymysql
 import pytest
@@ -36,6 +44,19 @@ from tests.support.mariadb import (
 )
 
 pytestmark = pytest.mark.timeout(180)
+
+MODULE = Path(__file__).resolve().parents[3] / "salt" / "_modules" / "mysqlsnap.py"
+
+
+def load_module():
+    """salt/_modules/mysqlsnap.py as plain Python: the backup sequence needs no dunders."""
+    spec = importlib.util.spec_from_file_location("mysqlsnap_under_test", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+snap = load_module()
 
 
 @pytest.fixture
@@ -252,7 +273,7 @@ def test_watchdog_releases_the_lock_when_the_snapshot_hangs(mariadb_lab, dest):
 
     settings = settings_for(mariadb_lab, dest, lock_timeout=0.3)
     with pytest.raises(logic.BackupError, match="lock_timeout=0.3s exceeded"):
-        logic.run_backup(settings, hanging_snapshot, real_connect(mariadb_lab))
+        snap._run_backup(settings, hanging_snapshot, real_connect(mariadb_lab))
     assert seen["writes_during_hang"] is True
     assert_clean(mariadb_lab, dest)
 
@@ -268,7 +289,7 @@ def test_snapshot_killed_at_lock_timeout(mariadb_lab, dest):
     with pytest.raises(
         logic.BackupError, match="snapshot exceeded lock_timeout=0.5s and was killed"
     ):
-        logic.run_backup(settings, slow_snapshot, real_connect(mariadb_lab))
+        snap._run_backup(settings, slow_snapshot, real_connect(mariadb_lab))
     assert time.monotonic() - started < 10
     assert_clean(mariadb_lab, dest)
 
@@ -285,7 +306,7 @@ def test_lost_db_connection_discards_the_snapshot(mariadb_lab, dest):
         return real_run(cmd, timeout)
 
     with pytest.raises(logic.BackupError, match="lock connection was lost"):
-        logic.run_backup(
+        snap._run_backup(
             settings_for(mariadb_lab, dest), kill_backup_connections, real_connect(mariadb_lab)
         )
     assert_clean(mariadb_lab, dest)
@@ -298,18 +319,21 @@ def test_sigterm_during_the_copy_undoes_everything(mariadb_lab, dest):
             time.sleep(1)
         return real_run(cmd, timeout)
 
-    with pytest.raises(logic.BackupError, match="interrupted"), logic.interruptible():
-        logic.run_backup(
+    with pytest.raises(logic.BackupError, match="interrupted"), snap._interruptible():
+        snap._run_backup(
             settings_for(mariadb_lab, dest), terminated_rsync, real_connect(mariadb_lab)
         )
     assert_clean(mariadb_lab, dest)
 
 
 CHILD = """
-import json, os, signal, subprocess, sys
+import importlib.util, json, os, signal, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-import pymysql, webfarm_mysqlsnap as logic
-settings = json.loads(sys.argv[2])
+spec = importlib.util.spec_from_file_location("mysqlsnap_child", sys.argv[2])
+snap = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(snap)
+import pymysql
+settings = json.loads(sys.argv[3])
 conn = settings["connection"]
 def connect():
     return pymysql.connect(host=conn["host"], port=conn["port"], user=conn["user"],
@@ -318,7 +342,7 @@ def run(cmd, timeout):
     if cmd[0] == "rsync":
         os.kill(os.getpid(), signal.SIGKILL)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-logic.run_backup(settings, run, connect)
+snap._run_backup(settings, run, connect)
 """
 
 
@@ -327,7 +351,14 @@ def test_sigkilled_run_releases_the_lock_and_the_next_run_removes_its_leftovers(
 ):
     settings = settings_for(mariadb_lab, dest)
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, str(repo_root / "salt" / "_utils"), json.dumps(settings)],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(repo_root / "salt" / "_utils"),
+            str(MODULE),
+            json.dumps(settings),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -344,3 +375,228 @@ def test_sigkilled_run_releases_the_lock_and_the_next_run_removes_its_leftovers(
     assert ret["stale_removed"] == [leftovers[0], leftovers[0] + logic.PARTIAL_SUFFIX]
     assert [p.name for p in dest.iterdir()] == [ret["name"]]
     assert_clean(mariadb_lab, dest)
+
+
+# ---------------------------------------------------------------- undo stack; the LVM sequence (fakes)
+
+UTC = datetime.UTC
+
+
+def base(**extra):
+    settings = {
+        "connection": {"host": "127.0.0.1", "user": "backup", "password": "pw"},
+        "datadir": "/srv/mysql/data",
+        "btrfs": {"subvolume": "/srv/mysql", "snapshot_dir": "/srv/.snap"},
+        "destination": "/backup/mysql",
+    }
+    settings.update(extra)
+    return settings
+
+
+LVM = {
+    "backend": "lvm",
+    "lvm": {
+        "vg": "vg0",
+        "lv": "mysql",
+        "snapshot_size": "5G",
+        "mount_point": "/mnt/mysqlsnap",
+        "fstype": "xfs",
+        "origin_mount": "/srv/mysql",
+    },
+}
+
+
+def test_undo_runs_newest_first_and_reports_failures():
+    done = []
+    undo = snap.Undo()
+    undo.push("a", lambda: done.append("a"))
+    undo.push("b", lambda: (_ for _ in ()).throw(OSError("busy")))
+    undo.push("c", lambda: done.append("c"))
+    undo.settle("c")
+    report = undo.unwind()
+    assert done == ["a"]
+    assert report == ["b: FAILED (busy) - do it by hand", "a: done"]
+
+
+def test_sigterm_during_undo_waits_until_everything_is_undone():
+    done = []
+    undo = snap.Undo()
+    undo.push("first", lambda: done.append("first"))
+    undo.push("second", lambda: (os.kill(os.getpid(), signal.SIGTERM), done.append("second")))
+    with pytest.raises(logic.BackupInterrupted), snap._interruptible():
+        undo.unwind()
+    assert done == ["second", "first"]
+
+
+class FakeProc:
+    def __init__(self, returncode=0, stdout="", stderr=""):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+class FakeCursor:
+    def __init__(self, conn):
+        self.conn = conn
+        self.rows, self.description = [], None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def execute(self, sql, args=None):
+        self.conn.log.append(sql)
+        answers = self.conn.answers
+        for prefix, (columns, rows) in answers.items():
+            if sql.startswith(prefix):
+                self.description = [(c,) for c in columns]
+                self.rows = list(rows)
+                return
+        self.description, self.rows = None, []
+
+    def fetchall(self):
+        return self.rows
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+
+class FakeConn:
+    """Answers the statements run_backup sends to a replica; records them."""
+
+    def __init__(self, log):
+        self.log = log
+        self.closed = False
+        self.answers = {
+            "SHOW SLAVE STATUS": (
+                [
+                    "Master_Host",
+                    "Master_Port",
+                    "Relay_Master_Log_File",
+                    "Exec_Master_Log_Pos",
+                    "Gtid_IO_Pos",
+                    "Using_Gtid",
+                ],
+                [("10.0.0.1", 3306, "bin.000007", 1234, "0-1-99", "Slave_Pos")],
+            ),
+            "SELECT @@datadir": (
+                ["d", "l", "h", "f", "v", "b"],
+                [("/srv/mysql/data/", "./", "", 1, "10.11.6-MariaDB", "/srv/mysql/data/mysql-bin")],
+            ),
+            "SELECT TABLE_SCHEMA": (["s", "t", "e"], [("app", "events", "InnoDB")]),
+            "SELECT CONNECTION_ID": (["id"], [(42,)]),
+            "SHOW MASTER STATUS": (["File", "Position"], [("mysql-bin.000003", 555)]),
+            "SELECT @@GLOBAL.gtid_binlog_pos": (["a", "b"], [("0-2-5,0-1-99", "0-1-99")]),
+            "SELECT COUNT(*)": (["c"], [(17,)]),
+        }
+
+    def cursor(self):
+        return FakeCursor(self)
+
+    def close(self):
+        self.closed = True
+
+
+def lvm_run(tmp_path, fail=None):
+    calls = []
+
+    def run(cmd, timeout):
+        calls.append(cmd)
+        if fail and cmd[0] == fail:
+            return FakeProc(5, stderr=f"{fail}: injected failure")
+        if cmd[0] == "rsync":
+            return FakeProc(0, stdout="Total file size: 1,000 bytes\n")
+        return FakeProc(0)
+
+    return calls, run
+
+
+def lvm_settings(tmp_path):
+    return logic.merge_settings(base(**LVM, destination=str(tmp_path / "dest")))
+
+
+def test_lvm_backup_sequence(tmp_path):
+    """LVM cannot run here: fake runner and connection check the order of the real commands."""
+    calls, run = lvm_run(tmp_path)
+    sql = []
+    conns = []
+
+    def connect():
+        conns.append(FakeConn(sql))
+        return conns[-1]
+
+    now = datetime.datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+    result = snap._run_backup(lvm_settings(tmp_path), run, connect, now=now)
+    name = "mysqlsnap-20261125T020000.000Z"
+    assert [c[0] for c in calls] == [
+        "lvs",
+        "fsfreeze",
+        "lvcreate",
+        "fsfreeze",
+        "mount",
+        "rsync",
+        "umount",
+        "lvremove",
+    ]
+    assert calls[3] == ["fsfreeze", "--unfreeze", "/srv/mysql"]
+    assert (
+        sql.index("FLUSH TABLES WITH READ LOCK")
+        < sql.index("SHOW MASTER STATUS")
+        < sql.index("UNLOCK TABLES")
+    )
+    assert result["source"] == {
+        "binlog_file": "mysql-bin.000003",
+        "binlog_pos": 555,
+        "gtid": "0-2-5,0-1-99",
+    }
+    assert (
+        result["replica"]["master_log_file"] == "bin.000007"
+        and result["replica"]["gtid_slave_pos"] == "0-1-99"
+    )
+    assert result["tables"] == {"app.events": 17} and result["bytes"] == 1000
+    assert result["snapshot"] == f"/dev/vg0/{name}"
+    manifest = json.loads((tmp_path / "dest" / name / "manifest.json").read_text())
+    assert manifest["lock_ms"] == result["lock_ms"] and manifest["binlog_basename"] == "mysql-bin"
+    assert all(c.closed for c in conns)
+
+
+@pytest.mark.parametrize(
+    "fail, undone",
+    [
+        ("lvcreate", ["fsfreeze", "lvremove"]),  # thaw, then remove a half-made snapshot
+        ("mount", ["lvremove"]),
+        ("rsync", ["umount", "lvremove"]),
+    ],
+)
+def test_lvm_failures_undo_in_reverse(tmp_path, fail, undone):
+    """LVM cannot run here: the undo commands after each injected failure are checked."""
+    calls, run = lvm_run(tmp_path, fail=fail)
+    sql = []
+    conns = []
+
+    def connect():
+        conns.append(FakeConn(sql))
+        return conns[-1]
+
+    with pytest.raises(logic.BackupError, match=f"{fail}.*injected failure") as err:
+        snap._run_backup(lvm_settings(tmp_path), run, connect)
+    after = calls[[c[0] for c in calls].index(fail) + 1 :]
+    assert sorted(c[0] for c in after) == sorted(undone)
+    if "fsfreeze" in undone:
+        assert ["fsfreeze", "--unfreeze", "/srv/mysql"] in after
+    assert all(c.closed for c in conns)  # the lock connection is closed: the lock is gone
+    assert "cleanup:" in str(err.value)
+    assert list((tmp_path / "dest").glob("*")) == [] if (tmp_path / "dest").exists() else True
+
+
+def test_refuses_a_server_that_is_not_a_replica(tmp_path):
+    calls, run = lvm_run(tmp_path)
+
+    def connect():
+        conn = FakeConn([])
+        conn.answers["SHOW SLAVE STATUS"] = (["Master_Host"], [])
+        return conn
+
+    with pytest.raises(logic.BackupError, match="not a replica"):
+        snap._run_backup(lvm_settings(tmp_path), run, connect)
+    assert calls == []

@@ -1,0 +1,99 @@
+"""The layering rule: ``salt/_utils/webfarm_<cap>.py`` is pure logic.
+
+No I/O in a util: it imports no module that runs commands, opens sockets, starts threads,
+handles signals, talks to a database or writes files, and calls no file-writing ``os``
+function, ``open`` or ``time.sleep``; the execution module does all of that. ``PURE_UTILS``
+lists the files the rule is enforced on (extend it, up to every ``salt/_utils/*.py``).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UTILS = REPO / "salt" / "_utils"
+
+PURE_UTILS = [
+    UTILS / "webfarm_mysqlsnap.py",
+]
+
+FORBIDDEN_MODULES = {
+    "subprocess",
+    "socket",
+    "threading",
+    "signal",
+    "pymysql",
+    "pymongo",
+    "pyroute2",
+    "tempfile",
+    "shutil",
+    "multiprocessing",
+    "asyncio",
+    "fcntl",
+}
+# os functions that change the filesystem or the process (os.path and os.sep stay allowed).
+FORBIDDEN_OS_CALLS = {
+    "chmod", "chown", "fsync", "kill", "link", "makedirs", "mkdir", "open", "popen",
+    "remove", "removedirs", "rename", "replace", "rmdir", "symlink", "system", "truncate",
+    "unlink", "write", "listdir", "scandir", "walk", "spawnv", "execv", "fork",
+}  # fmt: skip
+
+
+def violations(source):
+    """What in ``source`` breaks the rule, as ``"line: what"`` strings."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("__import__", "import_module")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names = [str(node.args[0].value)]
+        for name in names:
+            if name.split(".")[0] in FORBIDDEN_MODULES:
+                found.append(f"{node.lineno}: imports {name}")
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "open":
+                found.append(f"{node.lineno}: calls open()")
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                if func.value.id == "os" and func.attr in FORBIDDEN_OS_CALLS:
+                    found.append(f"{node.lineno}: calls os.{func.attr}()")
+                if func.value.id == "time" and func.attr == "sleep":
+                    found.append(f"{node.lineno}: calls time.sleep()")
+    return found
+
+
+@pytest.mark.parametrize("path", PURE_UTILS, ids=lambda p: p.name)
+def test_util_does_no_io(path):
+    assert violations(path.read_text()) == [], f"{path.name} does I/O: move it to _modules"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import subprocess",
+        "import os, threading",
+        "from signal import SIGTERM",
+        "from pymysql.cursors import DictCursor",
+        "import shutil as sh",
+        "x = __import__('socket')",
+        "import os\nos.makedirs('/x')",
+        "with open('/x', 'w') as f:\n    pass",
+        "import time\ntime.sleep(1)",
+    ],
+)
+def test_the_check_catches_io(source):
+    assert violations(source) != []
+
+
+def test_the_check_allows_pure_code():
+    assert violations("import os, re, json\nos.path.join('a', 'b')\nre.compile('x')") == []
