@@ -89,6 +89,10 @@ def write_master_config(pillar_dir):
             "log_level_logfile": "info",
             "timeout": 30,
             "worker_threads": 4,
+            # under the lab's root, not the host's /var/log/salt (step 6's rollback notifies)
+            "webfarm_upgrade_notify": str(
+                STATE_DIR / "master" / "var" / "log" / "salt" / "webfarm-upgrade-failed.log"
+            ),
         }
     )
     _write_yaml(master_conf_dir() / "master", conf)

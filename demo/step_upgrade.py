@@ -1,17 +1,28 @@
-"""Step 6: an app upgrade started by the ``webfarm/release/ready`` event, under live traffic.
+"""Step 6: the preprod gate, a concurrent app upgrade and an automatic rollback, all started
+by the ``webfarm/release/ready`` event, under live traffic.
 
-Releases are published under ``$WEBFARM_DEMO_DIR/dist/<version>`` (the binhost's part). Every
-web member first gets the old release by ``farm.release`` (its first deployment) and a
-memcached runs per farm on the address the topology pillar names. Then browser-like sessions
-run through lb-primary from the master's namespace while ``salt-run event.send
-webfarm/release/ready`` is sent: the release_ready reactor starts ``state.orchestrate
-upgrade``, whose runner drains one farm per site on its site LB, switches the release,
-checks health, flushes the farm's memcached and puts the farm back. The runner's
-``webfarm/upgrade/*`` events are shown as they arrive (``salt-run state.event``).
+Releases are published under ``$WEBFARM_DEMO_DIR/dist/<version>`` (the binhost's part); one
+member (``web-s1-f2-m2``) takes its releases from a second dist where 2.1.0 is broken (no
+VERSION: its health check never sees 2.1.0). Every web member and the preprod host first get
+1.0.0 by ``farm.release`` (their first deployment) and a memcached runs per farm on the
+address the topology pillar names. Then, with browser-like sessions running through
+lb-primary from the master's namespace:
+
+1. ``webfarm/release/ready 2.0.0`` is refused: 2.0.0 was never tested on preprod;
+2. ``state.orchestrate upgrade.preprod`` tests 2.0.0 on ``preprod-generic`` (release, HTTP
+   health, the release's check command) and the master records it;
+3. ``webfarm/release/ready 2.0.0`` again: the reactor's orchestration upgrades one farm per
+   site at a time, both sites at once;
+4. 2.1.0 is tested OK on preprod, then released: the farm of the broken member fails its
+   health check and is rolled back to 2.0.0 automatically and put back in service.
+
+The runner's ``webfarm/upgrade/*`` and ``webfarm/release/tested`` events are shown as they
+arrive (``salt-run state.event``).
 """
 
 import json
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,48 +30,64 @@ import time
 
 from demo import netlab, salt_lab, topology
 
-TITLE = "step 6: app upgrade 1.0.0 -> 2.0.0 started by webfarm/release/ready, under live traffic"
-OLD, NEW = "1.0.0", "2.0.0"
+TITLE = (
+    "step 6: preprod gate, app upgrade 1.0.0 -> 2.0.0 with sites concurrently, automatic"
+    " rollback of a broken 2.1.0, started by webfarm/release/ready, under live traffic"
+)
+OLD, NEW, BAD = "1.0.0", "2.0.0", "2.1.0"
+BROKEN_MEMBER = "web-s1-f2-m2"
 WEB = ("-G", "webfarm:role:web")
 ROLLOUT_TIMEOUT = 300
 
 
-def _dist():
-    return salt_lab.STATE_DIR / "dist"
+def _dist(broken=False):
+    return salt_lab.STATE_DIR / ("dist-broken" if broken else "dist")
 
 
 def _web_hosts():
     return [h for h in topology.hosts() if h.grains["webfarm"]["role"] == "web"]
 
 
+def _preprod_hosts():
+    return [h for h in topology.hosts() if h.grains["webfarm"]["role"] == "preprod"]
+
+
 def pillar():
-    """Each web member's ``upgrade`` pillar: its release root, the demo dist, its health URL."""
+    """Each web member's and preprod host's ``upgrade`` pillar: release root, the demo dist
+    (the broken member: the second dist), health URL; preprod also a release check."""
     ports = {
         member["id"]: member.get("port", 80)
         for site in topology.load()["sites"].values()
         for farm in site["farms"].values()
         for member in farm["members"].values()
     }
-    return {
-        host.id: {
-            "upgrade": {
-                "root": str(salt_lab.app_root(host.id)),
-                "source": str(_dist() / "{version}"),
-                "health_url": f"http://{host.address}:{ports[host.id]}/",
-                "health_timeout": 15,
-            }
+    ports.update({p["id"]: p.get("port", 80) for p in topology.load().get("preprod", [])})
+    out = {}
+    for host in _web_hosts() + _preprod_hosts():
+        settings = {
+            "root": str(salt_lab.app_root(host.id)),
+            "source": str(_dist(host.id == BROKEN_MEMBER) / "{version}"),
+            "health_url": f"http://{host.address}:{ports[host.id]}/",
+            "health_timeout": 8,
         }
-        for host in _web_hosts()
-    }
+        if host.grains["webfarm"]["role"] == "preprod":
+            release = salt_lab.app_root(host.id) / "releases" / "{version}"
+            settings["check_cmd"] = ["test", "-s", f"{release}/static/app.css"]
+        out[host.id] = {"upgrade": settings}
+    return out
 
 
-def publish(version):
-    """Build release ``version`` into the dist (what a build server would publish)."""
-    path = _dist() / version
-    (path / "static").mkdir(parents=True, exist_ok=True)
-    (path / "VERSION").write_text(version + "\n")
-    (path / "static" / "app.css").write_text(f"/* release {version} */\n")
-    return path
+def publish(version, broken=False):
+    """Build release ``version`` into the dists (what a build server would publish); a broken
+    one (in the second dist only) has no VERSION, so the app never reports it."""
+    for dist in (_dist(), _dist(True)):
+        path = dist / version
+        shutil.rmtree(path, ignore_errors=True)
+        (path / "static").mkdir(parents=True, exist_ok=True)
+        (path / "static" / "app.css").write_text(f"/* release {version} */\n")
+        if not (broken and dist == _dist(True)):
+            (path / "VERSION").write_text(version + "\n")
+    return _dist() / version
 
 
 def _listening(ns, port):
@@ -107,12 +134,15 @@ def _versions():
 
 
 class _Events:
-    """``salt-run state.event 'webfarm/upgrade/*'`` in the background, lines in a queue."""
+    """``salt-run state.event 'webfarm/*'`` in the background; the upgrade runner's events
+    (``webfarm/upgrade/*``, ``webfarm/release/tested``) in a queue."""
+
+    KEEP = ("webfarm/upgrade/", "webfarm/release/tested")
 
     def __init__(self):
         self.lines = queue.Queue()
         self.proc = subprocess.Popen(
-            salt_lab.cli_argv("salt-run", "state.event", "webfarm/upgrade/*"),
+            salt_lab.cli_argv("salt-run", "state.event", "webfarm/*"),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         threading.Thread(target=self._read, daemon=True).start()
@@ -120,6 +150,8 @@ class _Events:
     def _read(self):
         for line in self.proc.stdout:
             tag, _, data = line.strip().partition("\t")
+            if not tag.startswith(self.KEEP):
+                continue
             try:
                 self.lines.put((tag, json.loads(data)))
             except ValueError:
@@ -151,16 +183,35 @@ def _traffic(stop_file):
     )  # fmt: skip
 
 
-def _step_line(data):
-    timings = data.get("timings") or {}
-    phases = [("drain", "drain"), ("upgrade", "release"), ("health", "health")]
-    phases += [("flush", "flush"), ("ready", "ready")]
-    parts = [f"{label} {timings[key]:.1f}s" for key, label in phases if key in timings]
-    total = sum(timings.get(key, 0) for key, _ in phases)
-    return total, (
-        f"    wave {data.get('wave')}: {data.get('site')}/{data.get('farm')} on {NEW} in "
-        f"{total:.1f}s ({', '.join(parts)})"
+def _step_line(data, version):
+    t = data.get("timings") or {}
+    total = t.get("drain", 0) + t.get("upgrade_step", 0) + t.get("ready", 0)
+    inner = ", ".join(
+        f"{label} {t[key]:.1f}s"
+        for key, label in (("upgrade", "release"), ("health", "health"), ("flush", "flush"))
+        if key in t
     )
+    return total, (
+        f"    wave {data.get('wave')}: {data.get('site')}/{data.get('farm')} on {version} in "
+        f"{total:.1f}s (drain {t.get('drain', 0):.1f}s, member job {t.get('upgrade_step', 0):.1f}s"
+        f" [{inner}], ready {t.get('ready', 0):.1f}s; {t.get('round_trips')} Salt round trips)"
+    )
+
+
+def _start_preprod_app(host):
+    pidfile = salt_lab.host_root(host.id) / "run" / "httpapp.pid"
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    log = salt_lab.host_root(host.id) / "var" / "log" / "apache2" / "access.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "demo.httpapp", "serve", "--address", host.address,
+        "--site", "preprod", "--farm", "preprod", "--member", "1", "--pidfile", str(pidfile),
+        "--access-log", str(log), "--app-root", str(salt_lab.app_root(host.id)),
+    ]  # fmt: skip
+    subprocess.run(
+        netlab.exec_argv(netlab.PREFIX + host.id, argv),
+        check=True, capture_output=True, cwd=topology.REPO, timeout=30,
+    )  # fmt: skip
 
 
 def _prepare():
@@ -169,34 +220,134 @@ def _prepare():
         raise RuntimeError(f"salt-run saltutil.sync_all did not sync the upgrade runner: {synced}")
     publish(OLD)
     publish(NEW)
-    print(f"    published {OLD} and {NEW} under {_dist()}; master synced (runners.upgrade)")
-    first = salt_lab.salt(*WEB, "farm.release", OLD)
+    publish(BAD, broken=True)
+    print(
+        f"    published {OLD}, {NEW} and {BAD} under {_dist()} ({BAD} broken for"
+        f" {BROKEN_MEMBER} only); master synced (runners.upgrade)"
+    )
+    targets = ("-C", "G@webfarm:role:web or G@webfarm:role:preprod")
+    first = salt_lab.salt(*targets, "farm.release", OLD)
+    want = len(_web_hosts()) + len(_preprod_hosts())
     bad = {m: r for m, r in first.items() if not isinstance(r, dict) or r.get("version") != OLD}
-    if bad or len(first) != len(_web_hosts()):
+    if bad or len(first) != want:
         raise RuntimeError(f"first deployment of {OLD} failed: {bad or sorted(first)}")
-    print(f"    $ salt -G webfarm:role:web farm.release {OLD}   -> {len(first)} members on {OLD}")
+    print(
+        f"    $ salt -C 'G@webfarm:role:web or G@webfarm:role:preprod' farm.release {OLD}"
+        f"   -> {len(first)} hosts on {OLD}"
+    )
+    for host in _preprod_hosts():
+        _start_preprod_app(host)
     print(f"    memcached started for {start_memcached()} farms (flushed after each switch)")
 
 
-def _wait_rollout(events, deadline):
-    farm_times, outcome = [], None
-    while outcome is None:
+def _find_report(data):
+    """The runner's report inside ``state.orchestrate`` output."""
+    if isinstance(data, dict):
+        changes = data.get("changes")
+        if isinstance(changes, dict) and isinstance(changes.get("return"), dict):
+            return changes["return"]
+        for value in data.values():
+            found = _find_report(value)
+            if found is not None:
+                return found
+    return None
+
+
+def _release_ready(version):
+    payload = json.dumps({"version": version})
+    print(f"    $ salt-run event.send webfarm/release/ready '{payload}'")
+    if salt_lab.salt_run("event.send", "webfarm/release/ready", payload) is not True:
+        raise RuntimeError("salt-run event.send webfarm/release/ready was not sent")
+
+
+def _preprod(events, version):
+    pillar = json.dumps({"upgrade": {"kind": "app", "version": version}})
+    print(f"    $ salt-run state.orchestrate upgrade.preprod pillar='{pillar}'")
+    report = _find_report(
+        salt_lab.salt_run("state.orchestrate", "upgrade.preprod", f"pillar={pillar}")
+    )
+    if not report or not report.get("ok"):
+        raise RuntimeError(f"preprod test of {version} failed: {report}")
+    tag, data = _wait_for(events, ("webfarm/release/tested",), time.monotonic() + 60)
+    if tag is None:
+        raise RuntimeError(f"no webfarm/release/tested event for {version}")
+    where = ", ".join(f"{p} on {e['minion']}" for p, e in sorted(data["profiles"].items()))
+    print(
+        f"    webfarm/release/tested {version}: ok={data['ok']} ({where}); record: {data['record']}"
+    )
+
+
+def _wait_for(events, tags, deadline):
+    while True:
+        tag, data = events.next(deadline)
+        if tag is None or tag in tags:
+            return tag, data
+        if time.monotonic() > deadline:
+            return None, None
+
+
+def _wait_rollout(events, deadline, version):
+    """Print the steps as they end; return (farm times, the failure event or None)."""
+    farm_times = []
+    while True:
         tag, data = events.next(deadline)
         if tag is None:
             raise RuntimeError(f"no end of the rollout within {ROLLOUT_TIMEOUT}s")
         if tag == "webfarm/upgrade/step/done":
-            seconds, line = _step_line(data)
+            seconds, line = _step_line(data, version)
             farm_times.append(seconds)
             print(line, flush=True)
         elif tag == "webfarm/upgrade/rollout/done":
-            outcome = "done"
+            return farm_times, None
         elif tag == "webfarm/upgrade/failed":
-            raise RuntimeError(
-                f"the rollout failed on {data.get('site')}/{data.get('farm')}: {data.get('error')}"
-            )
-    if not farm_times:
-        raise RuntimeError("the rollout ended without upgrading a farm")
-    return farm_times
+            return farm_times, data
+        elif tag == "webfarm/upgrade/refused":
+            raise RuntimeError(f"the rollout of {version} was refused: {data.get('comment')}")
+
+
+def _stop_traffic(stop_file, traffic):
+    stop_file.touch()
+    try:
+        out, err = traffic.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        traffic.kill()
+        out, err = traffic.communicate()
+    if traffic.returncode != 0:
+        raise RuntimeError(f"the traffic client failed: {err.strip()}")
+    return json.loads(out)
+
+
+def _scenario(events):
+    """The four parts under traffic; returns the figures of the summary."""
+    # 1. an untested release is refused, nothing drained
+    _release_ready(NEW)
+    tag, data = _wait_for(events, ("webfarm/upgrade/refused",), time.monotonic() + 90)
+    if tag is None:
+        raise RuntimeError(f"webfarm/release/ready {NEW} was not refused")
+    print(f"    webfarm/upgrade/refused: {data['comment'].split(';')[0]}")
+    if set(_versions().values()) != {OLD}:
+        raise RuntimeError("a refused release changed a member")
+    # 2. test it on preprod; 3. release it: sites concurrently
+    _preprod(events, NEW)
+    started = time.monotonic()
+    _release_ready(NEW)
+    farm_times, failed = _wait_rollout(events, started + ROLLOUT_TIMEOUT, NEW)
+    elapsed = time.monotonic() - started
+    if failed or not farm_times:
+        raise RuntimeError(f"the rollout of {NEW} failed: {failed}")
+    # 4. a release broken on one member: its farm is rolled back automatically
+    _preprod(events, BAD)
+    _release_ready(BAD)
+    _, failed = _wait_rollout(events, time.monotonic() + ROLLOUT_TIMEOUT, BAD)
+    if not failed:
+        raise RuntimeError(f"the rollout of the broken {BAD} did not fail")
+    print(
+        f"    webfarm/upgrade/failed: {failed['site']}/{failed['farm']}: {failed['error']}"
+        f"\n      -> {failed['action']}; rollout stopped"
+    )
+    if not str(failed.get("action", "")).startswith(f"rolled back to {NEW}"):
+        raise RuntimeError(f"the failed farm was not rolled back: {failed}")
+    return farm_times, elapsed, failed
 
 
 def run():
@@ -207,39 +358,37 @@ def run():
     traffic = _traffic(stop_file)
     try:
         time.sleep(2)
-        payload = json.dumps({"version": NEW})
-        print(f"    $ salt-run event.send webfarm/release/ready '{payload}'   (traffic running)")
-        started = time.monotonic()
-        if salt_lab.salt_run("event.send", "webfarm/release/ready", payload) is not True:
-            raise RuntimeError("salt-run event.send webfarm/release/ready was not sent")
-        farm_times = _wait_rollout(events, started + ROLLOUT_TIMEOUT)
-        elapsed = time.monotonic() - started
+        print("    (browser-like sessions through lb-primary from now on)")
+        farm_times, elapsed, failed = _scenario(events)
         time.sleep(1)
     finally:
-        stop_file.touch()
         events.stop()
-        try:
-            out, err = traffic.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            traffic.kill()
-            out, err = traffic.communicate()
-    if traffic.returncode != 0:
-        raise RuntimeError(f"the traffic client failed: {err.strip()}")
-    seen = json.loads(out)
+        seen = _stop_traffic(stop_file, traffic)
     versions = _versions()
     served = ", ".join(f"{v} x{n}" for v, n in sorted(seen["versions"].items()))
+    rolled = f"{failed['site']}/{failed['farm']}"
     print(
         f"    traffic through lb-primary: {seen['requests']} requests in {seen['sessions']} "
         f"sessions, failed: {seen['failed']}, version regressions: {seen['regressed_sessions']}"
         f"\n    served: {served}; farm.version on the members now: "
-        f"{', '.join(sorted(set(versions.values())))}"
+        + ", ".join(f"{v} x{n}" for v, n in sorted(_count(versions.values()).items()))
     )
     if seen["failed"] or seen["regressed_sessions"]:
         raise RuntimeError(f"failures {seen['failures']} regressions {seen['regressions']}")
-    if set(versions.values()) != {NEW}:
-        raise RuntimeError(f"members not on {NEW}: {versions}")
+    rolled_back = set(failed["members"])
+    want = {m: (NEW if m in rolled_back else BAD) for m in versions}
+    if versions != want:
+        raise RuntimeError(f"members not as expected ({want}): {versions}")
     return (
-        f"{len(farm_times)} farms {OLD} -> {NEW} in {elapsed:.1f}s "
-        f"({min(farm_times):.1f}-{max(farm_times):.1f}s per farm); {seen['requests']} requests, "
-        f"0 failed, 0 version regressions"
+        f"{len(farm_times)} farms {OLD} -> {NEW} in {elapsed:.1f}s, sites concurrently "
+        f"({min(farm_times):.1f}-{max(farm_times):.1f}s per farm) after the untested {NEW} was "
+        f"refused and preprod passed it; {BAD} with a broken member: {rolled} rolled back to "
+        f"{NEW} automatically; {seen['requests']} requests, 0 failed, 0 version regressions"
     )
+
+
+def _count(values):
+    out = {}
+    for value in values:
+        out[value] = out.get(value, 0) + 1
+    return out

@@ -46,4 +46,6 @@ def hosts(topology=None):
     for role in ("monitor", "logstore"):
         if topo.get(role):
             add(topo[role], role)
+    for entry in topo.get("preprod", []):
+        add(entry, "preprod")
     return out

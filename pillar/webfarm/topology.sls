@@ -42,3 +42,7 @@ webfarm:
         - {id: db-replica, address: 10.77.0.21, port: 3306}
     monitor: {id: monitor, address: 10.77.0.30}
     logstore: {id: logstore, address: 10.77.0.40, port: 27017}
+    # Preproduction: one server per hw-profile tests every release first and builds the
+    # Gentoo binary packages of its profile (salt://upgrade/preprod.sls, gentoo.buildhost).
+    preprod:
+      - {id: preprod-generic, address: 10.77.0.50, port: 80, hw_profile: generic-x86_64}

@@ -46,7 +46,7 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
         print(out)  # shown with -rP: the README's excerpt comes from here
-        assert "15 minions + master" in out
+        assert "16 minions + master" in out
         for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore"):
             row = next(line for line in out.splitlines() if line.strip().startswith(minion + " "))
             assert row.split()[3] == "0", row  # failed states
@@ -85,17 +85,22 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert "restricted: cannot specify `/' in command names" in out
         assert "escape ssh ... 'cat /etc/passwd': exit 127: " in out
         assert "2 escapes refused" in out
-        # step 6: the event started the rollout, farm by farm, under traffic with no failure
-        assert "-> 8 members on 1.0.0" in out
-        waves = re.findall(r"wave (\d): (s\d/f\d) on 2\.0\.0 in", out)
+        # step 6: untested refused, preprod, the event started the rollout (sites at once),
+        # the broken release rolled back, all under traffic with no failure or regression
+        assert "-> 9 hosts on 1.0.0" in out
+        assert "webfarm/upgrade/refused: refused: app 2.0.0 is not tested OK on preprod" in out
+        assert "webfarm/release/tested 2.0.0: ok=True (generic-x86_64 on preprod-generic)" in out
+        waves = re.findall(r"wave (\d): (s\d/f\d) on 2\.0\.0 in .*; 3 Salt round trips\)", out)
         assert sorted(farm for _, farm in waves) == ["s1/f1", "s1/f2", "s2/f1", "s2/f2"]
-        assert [int(n) for n, _ in waves] == [1, 2, 3, 4]
+        assert sorted(int(n) for n, _ in waves) == [1, 1, 2, 2]
+        assert "webfarm/upgrade/failed: s1/f2: web-s1-f2-m2: health check failed" in out
+        assert "-> rolled back to 2.0.0, memcached flushed, back in service; rollout stopped" in out
         traffic = re.search(
             r"(\d+) requests in \d+ sessions, failed: (\d+), version regressions: (\d+)", out
         )
         assert int(traffic.group(1)) > 100 and traffic.group(2, 3) == ("0", "0"), traffic.group(0)
-        assert re.search(r"served: 1\.0\.0 x\d+, 2\.0\.0 x\d+;", out)  # both were live
-        assert "farm.version on the members now: 2.0.0\n" in out
+        assert re.search(r"served: 1\.0\.0 x\d+, 2\.0\.0 x\d+, 2\.1\.0 x\d+;", out)
+        assert "farm.version on the members now: 2.0.0 x2, 2.1.0 x6\n" in out
         assert "\n \\__/|       " in out and "\n   `----" in out  # the scroll was printed
         for step in range(1, 7):
             assert f"  step {step}: " in out.split("=" * 72)[-2]  # in the summary
