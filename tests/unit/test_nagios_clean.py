@@ -51,3 +51,23 @@ def test_missing_control_dir_is_nothing_to_do(tmp_path, capsys):
     cleaner = load_cleaner()
     assert cleaner.main([str(tmp_path / "absent")]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_master_of_h1_is_not_the_master_of_h1_dot_b():
+    cleaner = load_cleaner()
+    sockets = [("/run/nagios-ssh/h1.b", 1), ("/run/nagios-ssh/h1.b.AbCdEfGh12345678", 2),
+               ("/run/nagios-ssh/h1.AbCdEfGh12345678", 3)]  # fmt: skip
+    assert cleaner.master_inodes(sockets, "/run/nagios-ssh/h1") == {3}
+    assert cleaner.master_inodes(sockets, "/run/nagios-ssh/h1.b") == {1, 2}
+
+
+def test_remove_leaves_a_socket_that_replaced_the_stale_one(tmp_path):
+    cleaner = load_cleaner()
+    path = tmp_path / "h1"
+    path.write_text("old")
+    seen = path.lstat()
+    (tmp_path / "keep").hardlink_to(path)  # the old inode stays in use: not reused below
+    path.unlink()
+    path.write_text("new master")
+    assert cleaner.remove(path, seen) is False and path.exists()
+    assert cleaner.remove(path, path.lstat()) is True and not path.exists()

@@ -15,6 +15,7 @@ next check opens a fresh connection. Prints one line per socket it acted on; exi
 
 import argparse
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -33,9 +34,12 @@ def parse_proc_net_unix(text):
 
 
 def master_inodes(sockets, socket_path):
-    """Inodes bound at ``socket_path``: ssh binds ``<ControlPath>.<random>`` then renames it."""
+    """Inodes bound at ``socket_path``: ssh binds ``<ControlPath>.<16 random characters>``
+    then links it to the path; only that exact temporary name counts, so the master of host
+    ``h1`` is never mistaken for the one of ``h1.b``."""
     path = str(socket_path)
-    return {inode for name, inode in sockets if name == path or name.startswith(path + ".")}
+    temp = re.compile(re.escape(path) + r"\.[A-Za-z0-9]{16}")
+    return {inode for name, inode in sockets if name == path or temp.fullmatch(name)}
 
 
 def holders_of_inode(inode, proc=Path("/proc")):
@@ -82,11 +86,18 @@ def kill_master(socket_path):
     return pids
 
 
-def remove(path):
+def remove(path, seen=None):
+    """Unlink ``path``, but only if it is still the socket looked at (``seen``: its stat):
+    a check may have started a new master at the same path meanwhile."""
     try:
+        if seen is not None:
+            now = path.lstat()
+            if (now.st_dev, now.st_ino) != (seen.st_dev, seen.st_ino):
+                return False
         path.unlink()
     except FileNotFoundError:
         pass
+    return True
 
 
 def clean(control_dir, hosts, timeout):
@@ -94,9 +105,10 @@ def clean(control_dir, hosts, timeout):
     done = []
     for path in sorted(Path(control_dir).iterdir()):
         try:
-            if not stat.S_ISSOCK(path.lstat().st_mode):
-                continue
+            seen = path.lstat()
         except FileNotFoundError:
+            continue
+        if not stat.S_ISSOCK(seen.st_mode):
             continue
         if hosts is not None and path.name not in hosts:
             if ssh_control("exit", path, timeout) is None:
@@ -110,7 +122,8 @@ def clean(control_dir, hosts, timeout):
             remove(path)
             done.append((path.name, f"master hung: killed {pids}, socket removed"))
         elif answer[0] != 0:
-            remove(path)
+            if not remove(path, seen):
+                continue  # a new master took the path: not stale
             done.append((path.name, f"stale socket removed ({answer[1] or 'no master'})"))
     return done
 
