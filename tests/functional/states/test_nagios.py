@@ -209,7 +209,9 @@ def test_server_then_client_then_nagios_sees_services_ok(minion_config, env):
     assert "ControlPersist=10m" in objects and "-t 10" in objects
     assert "service_description     load" in objects  # the web role's service, from the mine
     resource = (root / "etc" / "resource.cfg").read_text()
-    assert f"$USER5$={root}/nh/.ssh/id" in resource and f"$USER6$={env['user']}" in resource
+    # The seed's macros: $USER5$ is the check user (-l), $USER6$ the private key (-i).
+    assert f"$USER6$={root}/nh/.ssh/id" in resource and f"$USER5$={env['user']}" in resource
+    assert "-l $USER5$ -i $USER6$" in objects
 
     subprocess.run(
         [NAGIOS, "-d", str(root / "etc" / "nagios.cfg")], check=True, capture_output=True
