@@ -43,7 +43,7 @@ def test_custom_module_runs_on_every_minion(synced, salt_cli, salt_minions):
     assert set(ret.data) == set(salt_minions)
     for out in ret.data.values():
         assert "hello from the farm" in out
-        assert out.splitlines()[1].startswith(" / \\")
+        assert out.splitlines()[1].startswith("/  \\\\")  # the seed's papel.sh frame
 
 
 def test_motd_and_less_states_apply_and_are_idempotent(
