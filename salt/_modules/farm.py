@@ -475,16 +475,21 @@ def make_conf(path="/etc/portage/make.conf", binhost_url=None, hw_profile=None):
     """
     binhost_url = binhost_url or _settings().get("binhost_url")
     hw_profile = hw_profile or (__grains__.get("webfarm", {}) or {}).get("hw_profile")
-    existing = ""
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            existing = handle.read()
+    existing = _read_or_empty(path)
     try:
         return webfarm_upgrade.make_conf(existing, binhost_url, hw_profile)
     except ValueError as exc:
         raise SaltInvocationError(
             f"{exc}: set pillar upgrade:binhost_url and grain webfarm:hw_profile"
         ) from None
+
+
+def _read_or_empty(path):
+    """The text of ``path`` (a make.conf to update), or "" where there is none yet."""
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
 
 
 def _check_argv(version, check=None):
@@ -713,10 +718,7 @@ def buildhost_make_conf(path="/etc/portage/make.conf", pkgdir_root=None, hw_prof
         or webfarm_upgrade.BUILDHOST_PKGDIR_ROOT
     )
     hw_profile = hw_profile or (__grains__.get("webfarm", {}) or {}).get("hw_profile")
-    existing = ""
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            existing = handle.read()
+    existing = _read_or_empty(path)
     try:
         return webfarm_upgrade.buildhost_make_conf(existing, pkgdir_root, hw_profile)
     except ValueError as exc:
