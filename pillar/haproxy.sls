@@ -53,9 +53,21 @@ haproxy:
   #   primary_vip: {address: 10.77.0.100, port: 80, vrid: 71, prefix: 16}
   #   sites: {s1: {vip: {address: 10.77.1.100, vrid: 72, prefix: 16}, lbs: [...two...]}}
   vrrp:
-    auth_pass: CHANGE-ME     # the VRRP password (PASS, at most 8 characters): a secret
+    # VRRPv3 (RFC 5798): sub-second adverts, so a dead host's VIP moves in ~2 s (3 adverts +
+    # skew). v3 has no authentication, so each instance talks unicast to, and with
+    # check_unicast_src accepts adverts only from, the tier's other LBs as the master's
+    # webfarm:topology names them (no grain or mine decides who is a peer): a host outside
+    # the topology cannot take the VIP by sending adverts. Setting auth_pass with version 3
+    # is an error (the state fails and writes nothing), not silently ignored.
+    version: 3
+    advert_int: 0.5          # seconds (v3: 0.01-40.95; v2: whole seconds 1-255)
+    # VRRPv2 with keepalived's PASS authentication only on request (whole-second adverts:
+    # ~4 s for a dead host); the password is a secret, at most 8 characters, masked in
+    # every return and log:
+    #   version: 2
+    #   advert_int: 1
+    #   auth_pass: CHANGEME
     interface: eth0
-    advert_int: 1            # seconds; a dead host's VIP moves after ~3 adverts + skew
     preempt: false           # a recovered LB does not take the VIP back (one move, not two)
     priorities: {}           # minion id -> 1-254; default 150, 140, ... by LB list order
     check: {interval: 1, timeout: 1, fall: 2, rise: 2}   # curl of this LB's monitor URI

@@ -719,8 +719,8 @@ def vrrp_render():
 
     One VRRP instance per tier (``primary``, ``site_<site>``) whose LB list names this
     minion and which has a ``vip`` (``webfarm:topology:primary_vip`` /
-    ``webfarm:topology:sites:<site>:vip``). Settings: pillar ``haproxy:vrrp``; the password
-    is ``haproxy:vrrp:auth_pass`` and never appears in a return.
+    ``webfarm:topology:sites:<site>:vip``). Settings: pillar ``haproxy:vrrp`` (VRRPv3 by
+    default); the VRRPv2 password is ``haproxy:vrrp:auth_pass`` and never appears in a return.
 
     CLI Example:
 

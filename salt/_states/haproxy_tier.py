@@ -201,7 +201,8 @@ def vrrp_configured(name, start=True):
 
     The candidate is checked with ``keepalived --config-test`` before it replaces the file;
     a running keepalived is reloaded (SIGHUP), a stopped one started when ``start``. The
-    VRRP password (pillar ``haproxy:vrrp:auth_pass``) is masked in every diff and comment.
+    VRRPv2 password (pillar ``haproxy:vrrp:auth_pass``) is masked in every diff and comment;
+    a password with VRRPv3 (the default) is an error, nothing changed.
 
     CLI Example:
 

@@ -65,7 +65,7 @@ DEFAULTS = {
     "retries": 3,
     "postonly": False,
     # vip_fall: failed checks before a site's VIP counts as DOWN on the primary tier; with
-    # inter 2s, 5 is 10 s, well beyond a VRRP failover (~4 s for a dead host).
+    # inter 2s, 5 is 10 s, well beyond a VRRP failover (~2 s for a dead host with VRRPv3).
     "check": {"path": "/", "inter": "2s", "fall": 3, "rise": 2, "vip_fall": 5},
     "timeouts": {
         "connect": "5s",
@@ -755,15 +755,23 @@ VRRP_DEFAULTS = {
     # Network namespace keepalived runs in (tests and the demo); None: the host's.
     "netns": None,
     "interface": "eth0",
-    # Seconds between adverts. The backup takes over 3 adverts (+ a skew) after the master
-    # went silent, so 1 gives ~3 s for a dead host; a dead HAProxy is faster (the master's
-    # check fails, it leaves MASTER and says so with a priority-0 advert at once).
-    "advert_int": 1,
+    # VRRP version. 3 (RFC 5798) counts adverts in centiseconds, so a dead host's VIP moves
+    # in ~2 s (below); it has no authentication, so every instance accepts adverts only
+    # from the tier's other LBs named by the master's topology (unicast_peer +
+    # check_unicast_src). 2 (RFC 3768) only when pillar asks: whole-second adverts (~4 s for
+    # a dead host) but keepalived's PASS authentication (auth_pass, required then).
+    "version": 3,
+    # Seconds between adverts (VRRPv3: 0.01-40.95, VRRPv2: a whole 1-255). The backup takes
+    # over after 3 adverts + a skew of (256 - priority) / 256 adverts of silence: 0.5 gives
+    # ~1.7 s for a dead host; a dead HAProxy is faster (the master's check fails, it leaves
+    # MASTER and says so with a priority-0 advert at once).
+    "advert_int": 0.5,
     # false: a recovered LB does not take the VIP back (one move per failure, not two).
     "preempt": False,
     # Minion id -> priority 1-254; default 150, 140, ... in the order of the tier's LB list.
     "priorities": {},
-    # The VRRP password (PASS auth, at most 8 characters): a secret, set it in pillar.
+    # The VRRP password (PASS auth, at most 8 characters) of version 2 only: a secret, set it
+    # in pillar with version: 2. With version 3 it must be unset (an error, not ignored).
     "auth_pass": None,
     # The local HAProxy check: an HTTP request to this LB's own address (any answer counts,
     # a 503 of the monitor URI too: the VIP must not leave a serving HAProxy).
@@ -821,12 +829,42 @@ def _check_secret(secret):
         )
 
 
+def _check_version(vrrp):
+    """``(version, advert_int text)`` of ``vrrp``, checked (TopologyError naming the keys)."""
+    version = vrrp.get("version")
+    advert = vrrp.get("advert_int")
+    if version not in (2, 3) or isinstance(version, bool):
+        raise TopologyError([f"haproxy:vrrp:version {version!r} must be 2 or 3"])
+    number = isinstance(advert, (int, float)) and not isinstance(advert, bool)
+    if version == 2:
+        _check_secret(vrrp.get("auth_pass"))
+        if not number or advert != int(advert) or not 1 <= advert <= 255:
+            raise TopologyError(
+                [f"haproxy:vrrp:advert_int {advert!r} must be 1-255 whole seconds with version 2"]
+            )
+        return 2, str(int(advert))
+    if vrrp.get("auth_pass") is not None:
+        raise TopologyError(
+            [
+                "haproxy:vrrp:auth_pass is set but haproxy:vrrp:version is 3, which has no "
+                "authentication: remove haproxy:vrrp:auth_pass (peers are restricted to the "
+                "topology's LBs) or set haproxy:vrrp:version: 2"
+            ]  # fmt: skip
+        )
+    if not number or abs(round(advert * 100) - advert * 100) > 1e-6 or not 0.01 <= advert <= 40.95:
+        raise TopologyError(
+            [f"haproxy:vrrp:advert_int {advert!r} must be 0.01-40.95 seconds with version 3"]
+        )
+    return 3, f"{advert:g}"
+
+
 def render_vrrp(topology, minion_id, vrrp, monitor_uri="/haproxy-health"):
     """The keepalived.conf of ``minion_id``: one VRRP instance per tier it is an LB of.
 
-    Every LB of a tier gets the same instance (router id, VIP, adverts, password, peers by
-    unicast from the topology, so adverts from hosts the master does not name are ignored);
-    only the priority, the unicast source and the checked address differ.
+    Every LB of a tier gets the same instance (router id, VIP, version, adverts, the
+    password with version 2, peers by unicast from the topology with ``check_unicast_src``,
+    so adverts from hosts the master does not name are dropped); only the priority, the
+    unicast source and the checked address differ.
     """
     instances = vrrp_instances(topology, minion_id)
     if not instances:
@@ -835,10 +873,7 @@ def render_vrrp(topology, minion_id, vrrp, monitor_uri="/haproxy-health"):
                 f"{minion_id} is no LB of a tier with a vip in webfarm:topology (nothing to fail over)"
             ]
         )
-    _check_secret(vrrp.get("auth_pass"))
-    advert = vrrp["advert_int"]
-    if isinstance(advert, bool) or not isinstance(advert, int) or not 1 <= advert <= 255:
-        raise TopologyError([f"haproxy:vrrp:advert_int {advert!r} must be 1-255 seconds"])
+    version, advert = _check_version(vrrp)
     check = vrrp["check"]
     for key in ("interval", "timeout", "fall", "rise"):
         value = check.get(key)
@@ -880,15 +915,21 @@ def render_vrrp(topology, minion_id, vrrp, monitor_uri="/haproxy-health"):
             f"    interface {interface}",
             f"    virtual_router_id {vip['vrid']}",
             f"    priority {_priority(vrrp, lbs, minion_id)}",
+            f"    version {version}",
             f"    advert_int {advert}",
         ]
         if not vrrp.get("preempt"):
             lines.append("    nopreempt")
+        if version == 2:
+            lines += [
+                "    authentication {",
+                "        auth_type PASS",
+                f"        auth_pass {vrrp['auth_pass']}",
+                "    }",
+            ]
         lines += [
-            "    authentication {",
-            "        auth_type PASS",
-            f"        auth_pass {vrrp['auth_pass']}",
-            "    }",
+            # Adverts only to, and accepted only from, the tier's LBs in the topology.
+            "    check_unicast_src",
             f"    unicast_src_ip {me['address']}",
             "    unicast_peer {",
             *[f"        {peer}" for peer in peers],

@@ -7,6 +7,7 @@ the other LBs' from the same renderer by the lab. Sticky sessions then run throu
 primary VIP while LBs fail in each way the issue names.
 """
 
+import copy
 import importlib.util
 import json
 import shutil
@@ -38,9 +39,12 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture
-def loaders_pillar(wf18_vrrp_lab):
-    pillar = wf18_vrrp_lab.lbs["pb"].pillar
+def loaders_pillar(request, wf18_vrrp_lab):
+    """lb-pb's pillar; a test parametrizes ``loaders_pillar`` (indirect) with keys to put
+    into its ``haproxy:vrrp``."""
+    pillar = copy.deepcopy(wf18_vrrp_lab.lbs["pb"].pillar)
     pillar["haproxy"]["vrrp"]["netns"] = wf18_vrrp_lab.lbs["pb"].ns
+    pillar["haproxy"]["vrrp"].update(getattr(request, "param", {}))
     return pillar
 
 
@@ -67,23 +71,60 @@ def _bind_lines(text):
     return [line for line in text.splitlines() if line.strip().startswith("bind ")]
 
 
-def test_vrrp_state_starts_keepalived_on_the_backup_with_the_secret_masked(
-    states, modules, wf18_vrrp_lab
-):
+def _text_or_none(path):
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.parametrize(
+    "loaders_pillar", [{"auth_pass": SECRET}, {"version": 3, "auth_pass": SECRET}], indirect=True
+)
+def test_vrrp3_with_a_password_is_a_clean_error_and_writes_nothing(states, wf18_vrrp_lab, testmode):
+    pb = wf18_vrrp_lab.lbs["pb"]
+    before, pid = _text_or_none(pb.vrrp["config"]), pb.keepalived_pid()
+    ret = states.haproxy_tier.vrrp_configured("vrrp", test=testmode)
+    assert ret.result is False
+    assert "haproxy:vrrp:auth_pass is set but haproxy:vrrp:version is 3" in ret.comment
+    assert "haproxy:vrrp:version: 2" in ret.comment
+    assert ret.changes == {}
+    assert SECRET not in str(ret.raw)
+    assert _text_or_none(pb.vrrp["config"]) == before and pb.keepalived_pid() == pid
+
+
+@pytest.mark.parametrize(
+    "loaders_pillar", [{"version": 2, "advert_int": 1, "auth_pass": SECRET}], indirect=True
+)
+def test_vrrp2_on_request_renders_the_password_masked(states, modules, wf18_vrrp_lab):
+    pb = wf18_vrrp_lab.lbs["pb"]
+    before = _text_or_none(pb.vrrp["config"])
+    ret = states.haproxy_tier.vrrp_configured("vrrp", test=True)
+    assert ret.result is None
+    assert "+    version 2\n" in ret.changes["diff"]
+    assert "+        auth_pass ********\n" in ret.changes["diff"]
+    assert SECRET not in str(ret.raw)
+    rendered = modules.haproxy_tier.vrrp_render()
+    assert "auth_type PASS" in rendered and "auth_pass ********" in rendered
+    assert SECRET not in rendered
+    assert _text_or_none(pb.vrrp["config"]) == before
+
+
+def test_vrrp_state_starts_keepalived_on_the_backup(states, modules, wf18_vrrp_lab):
     lab = wf18_vrrp_lab
     pb = lab.lbs["pb"]
     ret = states.haproxy_tier.vrrp_configured("vrrp", test=True)
     assert ret.result is None
     assert ret.comment == f"Would have replaced {pb.vrrp['config']} and started keepalived"
-    assert "auth_pass ********" in ret.changes["diff"]
-    assert SECRET not in str(ret.raw)
+    assert "+    version 3\n+    advert_int 0.5\n" in ret.changes["diff"]
+    assert "+    check_unicast_src\n" in ret.changes["diff"]
+    assert "auth" not in ret.changes["diff"]
     assert not Path(pb.vrrp["config"]).exists()
 
     ret = states.haproxy_tier.vrrp_configured("vrrp")
     assert ret.result is True, ret.comment
     assert ret.comment == "keepalived config written and keepalived started"
     assert ret.changes["started"]["pid"] == pb.keepalived_pid()
-    assert SECRET not in str(ret.raw)
     assert stat.S_IMODE(Path(pb.vrrp["config"]).stat().st_mode) == 0o600
     assert Path(pb.vrrp["config"]).read_text() == pb.keepalived_config()
 
@@ -97,7 +138,7 @@ def test_vrrp_state_starts_keepalived_on_the_backup_with_the_secret_masked(
     assert status["running"] and status["pid"] == pb.keepalived_pid()
     assert status["vips"] == {"primary": {"address": PRIMARY_VIP, "held": False}}
     assert lab.master("primary") == "pa"
-    assert SECRET not in modules.haproxy_tier.vrrp_render()
+    assert modules.haproxy_tier.vrrp_render() == pb.keepalived_config()
 
 
 def test_backup_runs_the_same_config_rendered_from_the_same_pillar(modules, wf18_vrrp_lab):
@@ -121,19 +162,22 @@ def test_backup_runs_the_same_config_rendered_from_the_same_pillar(modules, wf18
     s1a, s1b = lab.lbs["s1a"], lab.lbs["s1b"]
     s1a_text = Path(s1a.settings["config"]).read_text()
     assert _as(s1a, s1b, s1a_text) == Path(s1b.settings["config"]).read_text()
-    # keepalived: the same instance, the same password, only priority/addresses differ.
+    # keepalived: the same instance, peers from the topology, only priority/addresses differ.
     a, b = Path(pa.vrrp["config"]).read_text(), pb.keepalived_config()
     assert "virtual_router_id 181" in a and "virtual_router_id 181" in b
     swapped = (
         a.replace(pa.address, "\0").replace(pb.address, pa.address).replace("\0", pb.address)
         .replace("router_id lb-pa", "router_id lb-pb").replace("priority 150", "priority 140")
     )  # fmt: skip
-    assert "auth_pass " + SECRET in a
+    assert "    version 3\n" in a and "auth" not in a
+    assert f"    check_unicast_src\n    unicast_src_ip {pa.address}\n" in a
     assert swapped == b
 
 
-def _phase(lab, traffic, label, fail, recover, settle=6.0):
-    """Break something under traffic, wait for the VIP to answer again, then repair it."""
+def _phase(lab, traffic, label, fail, recover, settle=6.0, backup=None):
+    """Break something under traffic, wait for the VIP to answer again, then repair it.
+    ``(failed requests, seconds until the VIP answered again, whether ``backup`` held the
+    VIP before the repair)``."""
     start = time.monotonic()
     fail()
     deadline = start + 20
@@ -147,8 +191,16 @@ def _phase(lab, traffic, label, fail, recover, settle=6.0):
     print(f"    {label}: {failed} failed requests, VIP answered again after "
           f"{'-' if seconds is None else f'{seconds:.2f}'} s ({ok} ok)")  # fmt: skip
     print(f"      (started {start - traffic.events[0][0]:.2f} s after the traffic)")
+    took_over = backup is not None and lab.lbs[backup].holds_vip()
     recover()
-    return failed, seconds
+    return failed, seconds, took_over
+
+
+def _other(lab, tier):
+    names = ("pa", "pb") if tier == "primary" else ("s1a", "s1b")
+    master = lab.master(tier)
+    assert master is not None, f"no single {tier} master"
+    return lab.lbs[master], next(n for n in names if n != master)
 
 
 def test_failover_of_each_tier_keeps_sticky_sessions(wf18_vrrp_lab, capsys):
@@ -163,35 +215,37 @@ def test_failover_of_each_tier_keeps_sticky_sessions(wf18_vrrp_lab, capsys):
         wait_for(lambda: len(traffic.first_places()) == 6, 15, "every session served")
         time.sleep(1)
 
-        master = lab.master("primary")
-        other = "pb" if master == "pa" else "pa"
-        m = lab.lbs[master]
+        m, other = _other(lab, "primary")
         results["primary HAProxy killed"] = _phase(
-            lab, traffic, f"kill -9 HAProxy on {m.id}", m.kill_haproxy, m.start_haproxy
-        )
+            lab, traffic, f"kill -9 HAProxy on {m.id}", m.kill_haproxy, m.start_haproxy,
+            backup=other,
+        )  # fmt: skip
         assert lab.master("primary") == other
         wait_for(lambda: m.http_ok(m.address), 10, "restarted HAProxy")
 
         # The master's keepalived dies (SIGKILL: no goodbye advert, the VIP stays on its
         # link until the other LB takes it and announces it by gratuitous ARP).
-        m = lab.lbs[lab.master("primary")]
+        m, other = _other(lab, "primary")
         results["primary keepalived killed"] = _phase(
-            lab, traffic, f"kill -9 keepalived on {m.id}", m.kill_keepalived, m.start_keepalived
-        )
+            lab, traffic, f"kill -9 keepalived on {m.id}", m.kill_keepalived, m.start_keepalived,
+            backup=other,
+        )  # fmt: skip
         wait_for(lambda: lab.master("primary") is not None, 15, "one primary master again")
 
         # The whole master host drops off the network.
-        m = lab.lbs[lab.master("primary")]
+        m, other = _other(lab, "primary")
         results["primary host down"] = _phase(
-            lab, traffic, f"{m.id} eth0 down", lambda: m.set_link(False), lambda: m.set_link(True)
-        )
+            lab, traffic, f"{m.id} eth0 down", lambda: m.set_link(False),
+            lambda: m.set_link(True), backup=other,
+        )  # fmt: skip
         wait_for(lambda: lab.master("primary") is not None, 15, "one primary master again")
 
         # The site tier: s1's master HAProxy dies under the same sessions.
-        s = lab.lbs[lab.master("s1")]
+        s, other = _other(lab, "s1")
         results["site s1 HAProxy killed"] = _phase(
-            lab, traffic, f"kill -9 HAProxy on {s.id}", s.kill_haproxy, s.start_haproxy
-        )
+            lab, traffic, f"kill -9 HAProxy on {s.id}", s.kill_haproxy, s.start_haproxy,
+            backup=other,
+        )  # fmt: skip
         results["back in service"] = _phase(
             lab, traffic, "all LBs back", lambda: None, lambda: None, settle=3
         )
@@ -199,11 +253,14 @@ def test_failover_of_each_tier_keeps_sticky_sessions(wf18_vrrp_lab, capsys):
         traffic.stop()
     with capsys.disabled():
         print()
-        for kind, (failed, seconds) in results.items():
-            print(f"    failover {kind}: {failed} failed, VIP again after {seconds} s")
-    for kind, (failed, seconds) in results.items():
+        for kind, (failed, seconds, _moved) in results.items():
+            print(f"    failover {kind}: {failed} failed requests, VIP answered again after "
+                  f"{'-' if seconds is None else f'{seconds:.2f}'} s")  # fmt: skip
+    for kind, (failed, seconds, moved) in results.items():
         if failed:
             assert seconds is not None, f"{kind}: the VIP never answered again"
+        if kind != "back in service":
+            assert moved, f"{kind}: the backup did not take the VIP"
     assert traffic.unsticky() == [], f"sessions that lost their stickiness: {traffic.moves()}"
     assert results["back in service"][0] == 0
     assert results["primary HAProxy killed"][0] > 0, "the failure did not hit the traffic"

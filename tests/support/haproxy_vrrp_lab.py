@@ -34,7 +34,7 @@ from tests.support._proc import stop_process
 
 NET = "10.18.0"
 PORT = 80
-SECRET = "wf18vrrp"
+SECRET = "wf18vrrp"  # a VRRPv2 password (tests of the version 2 opt-in only)
 PRIMARY_VIP = f"{NET}.10"
 S1_VIP = f"{NET}.20"
 LBS = {
@@ -128,7 +128,7 @@ def lb_pillar(base_dir, name, **haproxy_extra):
         "check": {"inter": "500ms", "fall": 2, "rise": 1, "vip_fall": 12},
         tier: tier_paths,
         "vrrp": {
-            "auth_pass": SECRET,
+            # The defaults: VRRPv3, 0.5 s adverts, no password (peers from the topology).
             "netns": None,
             "config": str(directory / "keepalived.conf"),
             "pidfile": str(directory / "keepalived.pid"),

@@ -350,7 +350,14 @@ def test_tuning_from_pillar_is_rendered():
 
 
 def vrrp(**extra):
-    return wh.vrrp_settings({"vrrp": {"auth_pass": "s3cret", **extra}})
+    """VRRPv2 with a password (the pillar's opt-in); ``vrrp3`` is the default."""
+    return wh.vrrp_settings(
+        {"vrrp": {"version": 2, "advert_int": 1, "auth_pass": "s3cret", **extra}}
+    )
+
+
+def vrrp3(**extra):
+    return wh.vrrp_settings({"vrrp": extra})
 
 
 def test_keepalived_config_of_each_lb_differs_only_in_its_own_parts():
@@ -360,9 +367,13 @@ def test_keepalived_config_of_each_lb_differs_only_in_its_own_parts():
     assert "vrrp_instance primary {" in a and "virtual_router_id 50" in a
     assert "    priority 150\n" in a and "    priority 140\n" in b
     assert "        10.0.0.9/24 dev eth0\n" in a
-    assert "    unicast_src_ip 10.0.0.10\n    unicast_peer {\n        10.0.0.11\n    }" in a
+    assert (
+        "    check_unicast_src\n    unicast_src_ip 10.0.0.10\n"
+        "    unicast_peer {\n        10.0.0.11\n    }"
+    ) in a
     assert '"/usr/bin/curl -s -o /dev/null -m 1 http://10.0.0.11:80/haproxy-health"' in b
     assert "    nopreempt\n" in a and "        auth_pass s3cret\n" in a
+    assert "    version 2\n    advert_int 1\n" in a
     # a site LB: its own site's instance only
     s1 = wh.render_vrrp(clean, "lb-s1b", vrrp(priorities={"lb-s1b": 200}, preempt=True))
     assert "vrrp_instance site_s1 {" in s1 and "vrrp_instance primary" not in s1
@@ -376,7 +387,8 @@ def test_keepalived_config_of_each_lb_differs_only_in_its_own_parts():
         ("lb-primary", {"auth_pass": None}, "auth_pass (the VRRP password) is not set"),
         ("lb-primary", {"auth_pass": "123456789"}, "1-8 printable characters"),
         ("lb-primary", {"priorities": {"lb-primary": 255}}, "is not 1-254"),
-        ("lb-primary", {"advert_int": 0.5}, "advert_int 0.5 must be 1-255"),
+        ("lb-primary", {"advert_int": 0.5}, "advert_int 0.5 must be 1-255 whole seconds"),
+        ("lb-primary", {"version": 4}, "haproxy:vrrp:version 4 must be 2 or 3"),
         ("lb-primary", {"interface": "eth0 x"}, "bad haproxy:vrrp:interface"),
     ],
 )
@@ -384,6 +396,51 @@ def test_bad_vrrp_settings_are_reported_without_the_secret(minion, extra, messag
     clean = wh.validate_topology(vip_topo())
     with pytest.raises(wh.TopologyError, match=re.escape(message)) as info:
         wh.render_vrrp(clean, minion, vrrp(**extra))
+    assert "s3cret" not in str(info.value)
+
+
+def test_vrrp3_is_the_default_sub_second_without_authentication_peers_from_the_topology():
+    clean = wh.validate_topology(vip_topo())
+    assert wh.VRRP_DEFAULTS["version"] == 3 and wh.VRRP_DEFAULTS["advert_int"] == 0.5
+    a = wh.render_vrrp(clean, "lb-primary", vrrp3())
+    b = wh.render_vrrp(clean, "lb-primary-b", vrrp3())
+    assert "    version 3\n    advert_int 0.5\n" in a
+    assert "authentication" not in a and "auth_pass" not in a and "auth_type" not in a
+    for text, me, peer in ((a, "10.0.0.10", "10.0.0.11"), (b, "10.0.0.11", "10.0.0.10")):
+        assert (
+            f"    check_unicast_src\n    unicast_src_ip {me}\n"
+            f"    unicast_peer {{\n        {peer}\n    }}"
+        ) in text
+    assert "    advert_int 0.25\n" in wh.render_vrrp(clean, "lb-primary", vrrp3(advert_int=0.25))
+    assert "    advert_int 2\n" in wh.render_vrrp(clean, "lb-primary", vrrp3(advert_int=2))
+    # v2 only when asked, and then with whole seconds and the password
+    v2 = wh.render_vrrp(clean, "lb-primary", vrrp())
+    assert "    version 2\n" in v2 and "auth_type PASS" in v2
+    assert a.replace("version 3\n    advert_int 0.5", "version 2\n    advert_int 1").replace(
+        "    check_unicast_src\n", "    authentication {\n        auth_type PASS\n"
+        "        auth_pass s3cret\n    }\n    check_unicast_src\n"
+    ) == v2  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"auth_pass": "s3cret"},
+            "haproxy:vrrp:auth_pass is set but haproxy:vrrp:version is 3",
+        ),
+        ({"version": 3, "auth_pass": "s3cret"}, "or set haproxy:vrrp:version: 2"),
+        ({"advert_int": 0.005}, "advert_int 0.005 must be 0.01-40.95 seconds with version 3"),
+        ({"advert_int": 41}, "advert_int 41 must be 0.01-40.95"),
+        ({"advert_int": "fast"}, "advert_int 'fast' must be 0.01-40.95"),
+        ({"version": 2, "advert_int": 1}, "auth_pass (the VRRP password) is not set"),
+        ({"version": "3"}, "haproxy:vrrp:version '3' must be 2 or 3"),
+    ],
+)
+def test_vrrp3_with_a_password_or_bad_adverts_is_an_error_without_the_secret(extra, message):
+    clean = wh.validate_topology(vip_topo())
+    with pytest.raises(wh.TopologyError, match=re.escape(message)) as info:
+        wh.render_vrrp(clean, "lb-primary", vrrp3(**extra))
     assert "s3cret" not in str(info.value)
 
 
