@@ -10,6 +10,7 @@ from demo import (
     netlab,
     salt_lab,
     step_accesslog,
+    step_failover,
     step_haproxy,
     step_mysqlsnap,
     step_nagios,
@@ -18,8 +19,16 @@ from demo import (
     topology,
 )
 
-# Issue 9's numbered steps, in the order the demo runs them.
-STEPS = [step_haproxy, step_accesslog, step_mysqlsnap, step_policyroute, step_nagios, step_upgrade]
+# Issue 9's numbered steps (and issue 18's 1b), in the order the demo runs them.
+STEPS = [
+    step_haproxy,
+    step_failover,
+    step_accesslog,
+    step_mysqlsnap,
+    step_policyroute,
+    step_nagios,
+    step_upgrade,
+]
 
 
 def steps_pillar():

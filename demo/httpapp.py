@@ -10,6 +10,9 @@ to its own.
 ``sessions``: a few cookie-keeping client sessions against a URL; prints JSON per session.
 ``traffic``: browser-like sessions in threads until a stop file appears; prints a JSON
 summary (requests, failures, sessions that were ever served an older version than before).
+``sticky``: a fixed number of cookie-keeping sessions, one thread each, until a stop file
+appears (a failed request is retried after 0.1 s); prints JSON with every request's
+outcome (``time.monotonic()``, session, ok, site, farm) and each session's cookies.
 """
 
 import argparse
@@ -243,6 +246,43 @@ def traffic(args):
     return 0
 
 
+def sticky(args):
+    events, jars, lock = [], {}, threading.Lock()
+
+    def loop(number):
+        jar = jars.setdefault(number, {})
+        while not os.path.exists(args.stop_file):
+            conn = http.client.HTTPConnection(args.host, args.port, timeout=2)
+            headers = {"Connection": "close", "User-Agent": f"webfarm-demo-sticky-{number}"}
+            if jar:
+                headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in sorted(jar.items()))
+            site = farm = None
+            try:
+                conn.request("GET", "/", headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                _cookies(response, jar)
+                ok = response.status == 200
+                if ok:
+                    data = json.loads(body)
+                    site, farm = data["site"], data["farm"]
+            except (OSError, http.client.HTTPException, ValueError):
+                ok = False
+            finally:
+                conn.close()
+            with lock:
+                events.append([time.monotonic(), number, ok, site, farm])
+            time.sleep(0.02 if ok else 0.1)
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(1, args.sessions + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"events": events, "cookies": {str(k): v for k, v in jars.items()}}))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m demo.httpapp")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -265,8 +305,14 @@ def main(argv=None):
     t.add_argument("--stop-file", required=True)
     t.add_argument("--threads", type=int, default=4)
     t.add_argument("--per-session", type=int, default=15)
+    k = sub.add_parser("sticky")
+    k.add_argument("--host", required=True)
+    k.add_argument("--port", type=int, default=80)
+    k.add_argument("--stop-file", required=True)
+    k.add_argument("--sessions", type=int, default=6)
     args = parser.parse_args(argv)
-    return {"serve": serve, "sessions": sessions, "traffic": traffic}[args.action](args)
+    actions = {"serve": serve, "sessions": sessions, "traffic": traffic, "sticky": sticky}
+    return actions[args.action](args)
 
 
 if __name__ == "__main__":

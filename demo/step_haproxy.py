@@ -1,9 +1,11 @@
 """Step 1: the HAProxy tiers up through ``salt://haproxy``, and sticky client sessions.
 
 Every web member runs :mod:`demo.httpapp` in its namespace on its topology address; the
-site LBs and the primary LB get configs rendered and HAProxy started by the haproxy SLS on
-their minions. A client in the master's namespace then keeps a few cookie sessions through
-the primary LB: each must stay on one site (SITEID) and one farm (FARMID).
+site LBs and the primary LBs get configs rendered and HAProxy started by the haproxy SLS on
+their minions, then ``haproxy.vrrp`` starts keepalived on the LBs of each tier with a VIP
+(the primary tier, site s1), so each VIP is held by one of its LBs. A client in the
+master's namespace then keeps a few cookie sessions through the primary LB: each must stay
+on one site (SITEID) and one farm (FARMID).
 """
 
 import json
@@ -28,14 +30,63 @@ def _paths(minion_id):
     }
 
 
+def _vrrp_paths(minion_id):
+    run = salt_lab.host_root(minion_id) / "keepalived"
+    return {
+        "config": str(run / "keepalived.conf"),
+        "pidfile": str(run / "keepalived.pid"),
+        "vrrp_pidfile": str(run / "vrrp.pid"),
+        "install_package": False,  # the demo host has keepalived and curl (apt-packages)
+    }
+
+
+def vrrp_lbs():
+    """Minion ids of the LBs in a tier with a VIP (``haproxy.vrrp`` runs on them)."""
+    topo = topology.load()
+    out = [lb["id"] for lb in topo["primary_lb"]] if topo.get("primary_vip") else []
+    for site in topo["sites"].values():
+        if site.get("vip"):
+            out += [lb["id"] for lb in site["lbs"]]
+    return out
+
+
 def pillar():
-    common = {"user": "", "group": "", "log": None, "check": {"inter": "500ms", "rise": 1}}
+    # vip_fall 12 x 500 ms: a site VIP that moves (a VRRP failover, ~2 s) is not taken DOWN.
+    check = {"inter": "500ms", "rise": 1, "vip_fall": 12}
+    common = {"user": "", "group": "", "log": None, "check": check}
+    vrrp = set(vrrp_lbs())
     out = {}
     for host in topology.hosts():
         tier = TIERS.get(host.grains["webfarm"]["role"])
         if tier:
             out[host.id] = {"haproxy": {**common, tier: _paths(host.id)}}
+            if host.id in vrrp:
+                out[host.id]["haproxy"]["vrrp"] = _vrrp_paths(host.id)
     return out
+
+
+def vip_holders():
+    """``{vip address: [minion ids holding it]}`` from ``haproxy_tier.vrrp_status``."""
+    holders = {}
+    for minion_id in vrrp_lbs():
+        status = salt_lab.call(minion_id, "haproxy_tier.vrrp_status")
+        for vip in status["vips"].values():
+            holders.setdefault(vip["address"], [])
+            if vip["held"]:
+                holders[vip["address"]].append(minion_id)
+    return holders
+
+
+def wait_for_vrrp_masters(timeout=30):
+    """Until every VIP is held by exactly one LB; ``{vip: minion id}``."""
+    deadline = time.monotonic() + timeout
+    holders = {}
+    while time.monotonic() < deadline:
+        holders = vip_holders()
+        if holders and all(len(ids) == 1 for ids in holders.values()):
+            return {vip: ids[0] for vip, ids in holders.items()}
+        time.sleep(0.5)
+    raise RuntimeError(f"VRRP: not one master per VIP within {timeout}s: {holders}")
 
 
 def access_log(minion_id):
@@ -109,6 +160,11 @@ def run():
     for minion_id in lbs:
         pid = (salt_lab.host_root(minion_id) / "haproxy" / "haproxy.pid").read_text().split()
         print(f"    {minion_id}: state.apply haproxy ok, HAProxy master pid {pid[0]}")
+    with_vip = vrrp_lbs()
+    salt_lab.apply_state(with_vip, "haproxy.vrrp")
+    print(f"    {','.join(with_vip)}: state.apply haproxy.vrrp ok (keepalived, VRRPv3)")
+    for vip, minion_id in sorted(wait_for_vrrp_masters().items()):
+        print(f"    VIP {vip} held by {minion_id}")
     _wait_until_up(lbs)
     results = client_sessions()
     failed = sum(s["failed"] for s in results)

@@ -1,5 +1,6 @@
-# Example topology: 2 sites x 2 farms x 2 members, a primary LB, a site LB per site,
-# one DB primary, one DB replica, one monitoring host, one log store.
+# Example topology: 2 sites x 2 farms x 2 members, two primary LBs sharing a VIP, two LBs
+# of site s1 sharing another (VRRP, haproxy.vrrp), one LB of site s2, one DB primary, one
+# DB replica, one monitoring host, one log store.
 # Addresses are those of the demo lab (network namespaces `make demo` creates); tests
 # override them with pillar of their own.
 webfarm:
@@ -7,10 +8,15 @@ webfarm:
     from_mine: false
     primary_lb:
       - {id: lb-primary, address: 10.77.0.10, port: 80}
+      - {id: lb-primary-b, address: 10.77.0.11, port: 80}
+    # The primary tier's virtual IP: keepalived (haproxy.vrrp) keeps it on one of the LBs.
+    primary_vip: {address: 10.77.0.100, port: 80, vrid: 71, prefix: 16}
     sites:
       s1:
         lbs:
           - {id: lb-s1, address: 10.77.1.10, port: 80}
+          - {id: lb-s1b, address: 10.77.1.9, port: 80}
+        vip: {address: 10.77.1.100, port: 80, vrid: 72, prefix: 16}
         farms:
           f1:
             memcached: {address: 10.77.1.11, port: 11211}

@@ -25,11 +25,13 @@ from tests.support._proc import stop_process
 from tests.support.haproxy_vrrp_lab import (
     APACHE_MEMBER,
     CLIENT,
+    FLOOD,
     PRIMARY_VIP,
     S1_VIP,
     SECRET,
     Session,
     StickyTraffic,
+    run,
     wait_for,
 )
 
@@ -172,6 +174,77 @@ def test_backup_runs_the_same_config_rendered_from_the_same_pillar(modules, wf18
     assert "    version 3\n" in a and "auth" not in a
     assert f"    check_unicast_src\n    unicast_src_ip {pa.address}\n" in a
     assert swapped == b
+
+
+ROGUE_CONF = """\
+global_defs {{
+    router_id rogue
+}}
+
+vrrp_instance primary {{
+    state MASTER
+    interface eth0
+    virtual_router_id 181
+    priority 254
+    version 3
+    advert_int 0.5
+    unicast_src_ip {rogue}
+    unicast_peer {{
+{peers}
+    }}
+    virtual_ipaddress {{
+        {vip}/24 dev dummy0
+    }}
+}}
+"""
+
+
+def test_adverts_from_a_host_the_topology_does_not_name_are_ignored(wf18_vrrp_lab, tmp_path):
+    """VRRPv3 has no password: a host outside the topology sends the primary instance's
+    adverts (same router id and VIP, priority 254, unicast to both primary LBs). Without
+    check_unicast_src the master would yield to it and drop the VIP; with it both LBs ignore
+    the adverts and the master keeps the VIP. (The rogue holds its copy of the VIP on a dummy
+    interface and answers no ARP for it on the lab's link, so only VRRP is tested.)"""
+    lab = wf18_vrrp_lab
+    pb = lab.lbs["pb"]
+    if pb.keepalived_pid() is None:  # run alone: start lb-pb's keepalived as the state would
+        pb.start_keepalived()
+    wait_for(lambda: lab.master("primary") is not None, 15, "primary VRRP master")
+    master = lab.master("primary")
+    rogue = f"{lab.prefix}-flood"
+
+    def in_rogue(*argv):
+        return run(["ip", "netns", "exec", rogue, *argv])
+
+    in_rogue("ip", "link", "add", "dummy0", "type", "dummy")
+    in_rogue("ip", "link", "set", "dummy0", "up")
+    for conf in ("all", "eth0"):
+        in_rogue("sysctl", "-q", "-w", f"net.ipv4.conf.{conf}.arp_ignore=1")
+    peers = "\n".join(f"        {lab.lbs[n].address}" for n in ("pa", "pb"))
+    conf = tmp_path / "rogue.conf"
+    conf.write_text(ROGUE_CONF.format(rogue=FLOOD, peers=peers, vip=PRIMARY_VIP))
+    log = open(tmp_path / "rogue.log", "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", rogue, "keepalived", "--dont-fork", "--log-console", "--vrrp",
+         "-f", str(conf), "-p", str(tmp_path / "k.pid"), "-r", str(tmp_path / "v.pid")],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    log.close()
+    try:
+        wait_for(
+            lambda: PRIMARY_VIP in in_rogue("ip", "-4", "addr", "show", "dummy0").stdout,
+            10,
+            "the rogue VRRP instance in MASTER state (sending its adverts)",
+        )
+        holders = []
+        for _ in range(12):  # 3 s: 6 adverts of priority 254 at each primary LB
+            time.sleep(0.25)
+            holders.append(lab.master("primary"))
+        assert holders == [master] * 12, holders
+        assert proc.poll() is None, (tmp_path / "rogue.log").read_text()
+    finally:
+        stop_process(proc, group=True)
+    assert lab.master("primary") == master
 
 
 def _phase(lab, traffic, label, fail, recover, settle=6.0, backup=None):

@@ -46,16 +46,37 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert up.returncode == 0, up.stdout + up.stderr
         out = up.stdout
         print(out)  # shown with -rP: the README's excerpt comes from here
-        assert "16 minions + master" in out
+        assert "18 minions + master" in out
         for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore"):
             row = next(line for line in out.splitlines() if line.strip().startswith(minion + " "))
             assert row.split()[3] == "0", row  # failed states
         # step 1: both tiers up by salt, every session sticky to one site/farm, nothing failed
-        for lb in ("lb-primary", "lb-s1", "lb-s2"):
+        for lb in ("lb-primary", "lb-primary-b", "lb-s1", "lb-s1b", "lb-s2"):
             assert f"    {lb}: state.apply haproxy ok" in out
+        # keepalived through salt on the LBs of the two tiers with a VIP, one holder each
+        assert "    lb-primary,lb-primary-b,lb-s1,lb-s1b: state.apply haproxy.vrrp ok" in out
+        assert re.search(r"    VIP 10\.77\.0\.100 held by lb-primary(-b)?\n", out)
+        assert re.search(r"    VIP 10\.77\.1\.100 held by lb-s1b?\n", out)
         assert "requests: 24, failed: 0, sessions not sticky: 0" in out
         assert "SITEID=" in out and "FARMID=" in out
         assert "all sticky (sites used: s1,s2)" in out  # round robin over both sites, all UP
+        # step 1b: the primary VIP holder's HAProxy killed under sticky traffic: the VIP
+        # moved to the other primary LB, answered again, every session kept its site and farm
+        holder = re.search(r"    kill -9 HAProxy on (lb-primary(?:-b)?) \(pids \d+", out).group(1)
+        other = "lb-primary-b" if holder == "lb-primary" else "lb-primary"
+        assert f"    VIP 10.77.0.100 now held by {other}\n" in out
+        failover = re.search(
+            r"failover: the VIP answered again after ([\d.]+)s; requests failed: (\d+) of (\d+); "
+            r"sessions that kept SITEID and FARMID: 6/6\n",
+            out,
+        )
+        assert failover, out
+        assert int(failover.group(2)) > 0  # the kill hit the traffic
+        assert out.count(" served, all on s") == 6
+        assert (
+            f"    {holder}: state.apply haproxy restarted HAProxy; VIP 10.77.0.100 stays on {other}"
+            in out
+        )
         # step 2: the log store names exactly the two clients that browsed /some/page
         assert "$ salt logstore accesslog.visitors /some/page" in out
         assert "visitors of /some/page: 10.77.0.2, 10.77.0.30" in out
@@ -102,7 +123,7 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert re.search(r"served: 1\.0\.0 x\d+, 2\.0\.0 x\d+, 2\.1\.0 x\d+;", out)
         assert "farm.version on the members now: 2.0.0 x2, 2.1.0 x6\n" in out
         assert "\n\\__/|       " in out and "\n   `----" in out  # the scroll was printed
-        for step in range(1, 7):
+        for step in ("1", "1b", "2", "3", "4", "5", "6"):
             assert f"  step {step}: " in out.split("=" * 72)[-2]  # in the summary
         # a second run over the first: it tears the old lab down and comes up again
         again = _up(repo_root, env)

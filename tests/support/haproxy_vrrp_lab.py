@@ -3,7 +3,7 @@
 One ``<prefix>-sw`` namespace holds a bridge; every host is a namespace with ``eth0`` on it
 (10.18.0.0/24, nothing in the root namespace)::
 
-    client 10.18.0.100      flood 10.18.0.101 (benchmark only)
+    client 10.18.0.100      flood 10.18.0.101 (the benchmark's flood, the tests' rogue peer)
     pa 10.18.0.11 + pb 10.18.0.12    primary tier, VIP 10.18.0.10 (vrid 181)
     s1a 10.18.0.21 + s1b 10.18.0.22  site s1, VIP 10.18.0.20 (vrid 182)
     s2 10.18.0.31                    site s2: one LB, no VIP
@@ -11,8 +11,8 @@ One ``<prefix>-sw`` namespace holds a bridge; every host is a namespace with ``e
 
 HAProxy and keepalived are real, started from the configs ``webfarm_haproxy`` renders from
 one pillar for every LB (``ip netns exec``), each a child of the test stopped by PID. No LB
-namespace has a default route: SYN-ACKs to spoofed flood sources go nowhere, as they would
-on the internet. Client code runs in a thread that entered the client namespace (setns).
+namespace has a default route (the benchmark adds one via the flood namespace while it
+floods, so SYN-ACKs to spoofed sources leave as they would to the internet). Client code runs in a thread that entered the client namespace (setns).
 """
 
 import contextlib
@@ -555,7 +555,10 @@ def wf18_vrrp_lab(tmp_path_factory):
     """The VRRP lab of this module's docstring with keepalived on every LB but ``pb`` (a test
     starts that one through the state); torn down by PID, namespaces deleted."""
     lab_prerequisites()
-    lab = VrrpLab(tmp_path_factory.mktemp("vrrp-lab"), f"wf18v{os.getpid() % 10000}")
+    lab = VrrpLab(
+        tmp_path_factory.mktemp("vrrp-lab"), f"wf18v{os.getpid() % 10000}",
+        hosts=("client", "flood"),
+    )  # fmt: skip
     try:
         yield lab.start(skip_keepalived=("pb",))
     finally:
