@@ -633,6 +633,12 @@ def main(argv):
             f"pillar render, 512-member topology: median {direct_512[0]:.3f} s per minion",
             flush=True,
         )
+        # Without daemons, at every size: YAML (as pillar/webfarm/topology.sls) vs #!json.
+        for fmt in ("yaml", "json"):
+            cells = [
+                f"N={size}: {pillar_render_512(base, fmt, size)[0]:.3f} s" for size in (*ns, N_512)
+            ]
+            print(f"pillar render per minion, {fmt} topology: {', '.join(cells)}", flush=True)
         for n in ns:
             results.append(run_size(n, base))
     finally:

@@ -132,3 +132,18 @@ def test_512_members_plan_and_render(big):
         f" {rendered_haproxy - planned:.3f} s, Nagios render {done - rendered_haproxy:.3f} s,"
         f" total {done - started:.3f} s"
     )
+
+
+def test_a_json_topology_means_the_same(big):
+    """README (Performance) suggests a ``#!json`` topology pillar for large clusters: JSON
+    has string member keys ("1"); every consumer must read it as the YAML one."""
+    import json
+
+    import webfarm_trust as wt
+
+    topo, _ = big
+    as_json = json.loads(json.dumps(topo))
+    assert set(as_json["sites"]["s1"]["farms"]["f1"]["members"]) == {str(i) for i in range(1, 17)}
+    assert wh.validate_topology(as_json) == wh.validate_topology(topo)
+    assert wu.farms_from_topology(as_json) == wu.farms_from_topology(topo)
+    assert wt.topology_roles(as_json) == wt.topology_roles(topo)
