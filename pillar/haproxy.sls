@@ -1,5 +1,8 @@
 # HAProxy tiers (states haproxy.primary / haproxy.site, module haproxy_tier).
 # Everything is optional; shown with the defaults. The topology itself is webfarm:topology.
+# The VRRP password comes from pillar/secrets/lb.sls (the operator's; see lb.sls.example).
+{%- from "webfarm/members.jinja" import secret_text with context %}
+{%- set secret = secret_text('lb') | load_yaml or {} %}
 haproxy:
   binary: haproxy
   user: haproxy
@@ -53,7 +56,7 @@ haproxy:
   #   primary_vip: {address: 10.77.0.100, port: 80, vrid: 71, prefix: 16}
   #   sites: {s1: {vip: {address: 10.77.1.100, vrid: 72, prefix: 16}, lbs: [...two...]}}
   vrrp:
-    auth_pass: CHANGE-ME     # the VRRP password (PASS, at most 8 characters): a secret
+    auth_pass: {{ secret.get('vrrp_auth_pass') | json }}   # secrets/lb.sls; null: haproxy.vrrp fails
     interface: eth0
     advert_int: 1            # seconds; a dead host's VIP moves after ~3 adverts + skew
     preempt: false           # a recovered LB does not take the VIP back (one move, not two)
