@@ -4,11 +4,9 @@
 # Secrets are not here: pillar/secrets/<name>.sls (git-ignored; each has a tracked
 # .sls.example) is read by the capability's file only on the minions the topology names
 # (pillar/webfarm/members.jinja); without it the SLS that needs it fails with a clear comment.
-# Plain YAML (no Jinja), so tools can read and extend it.
+# Plain YAML (no Jinja), so tools can read and extend it. Later entries win a merge: '*' is
+# last, so a file appended to it (a lab's or test's overrides) overrides the role files.
 base:
-  '*':
-    - webfarm.topology
-    - nagios
   'webfarm:role:web':
     - match: grain
     - accesslog
@@ -26,3 +24,6 @@ base:
   'webfarm:role:db-*':
     - match: grain
     - mysqlsnap
+  '*':
+    - webfarm.topology
+    - nagios
