@@ -1,8 +1,11 @@
 # Access-log shipping (issue 5): Apache access logs -> MongoDB on the log store.
-# The integrator adds `- accesslog` to pillar/top.sls for every minion; the host's
-# `webfarm:role` grain picks how its logs travel (see salt/states/accesslog/init.sls).
+# pillar/top.sls gives it to the web and logstore roles; the host's `webfarm:role` grain picks
+# how its logs travel (see salt/states/accesslog/init.sls). Store credentials come from
+# pillar/secrets/accesslog.sls (the operator's; see accesslog.sls.example).
+{%- from "webfarm/members.jinja" import secret_text, topo with context %}
+{%- set secret = secret_text('accesslog') | load_yaml or {} %}
 {%- set role = salt['grains.get']('webfarm:role', '') %}
-{%- set logstore = salt['pillar.get']('webfarm:topology:logstore', {}) %}
+{%- set logstore = salt['pillar.get']('webfarm:topology:logstore') or topo.get('logstore') or {} %}
 accesslog:
   # piped: Apache GlobalLog "||shipper" (default); syslog_ng: syslog-ng follows access.log and
   # forwards to the log host; batch: a daily cron job imports access.log.1; none.
@@ -12,9 +15,12 @@ accesslog:
   # Where the store's indexes and TTL are managed (accesslog/store.sls).
   store_admin: {{ role == 'logstore' }}
   log_format: combined            # an Apache nickname or a LogFormat string
+  # true: the store requires auth; a store URI without credentials (no secrets/accesslog.sls)
+  # then fails the accesslog SLS with a clear comment instead of writing the shipper's config.
+  require_store_credentials: false
   store:
-    # Credentials, if any, go in the URI here (the shipper's config file is 0600 root).
-    uri: mongodb://{{ logstore.get('address', '127.0.0.1') }}:{{ logstore.get('port', 27017) }}/
+    # With credentials: store_uri of secrets/accesslog.sls (the shipper's config file is 0600).
+    uri: {{ (secret.get('store_uri') or 'mongodb://' ~ logstore.get('address', '127.0.0.1') ~ ':' ~ logstore.get('port', 27017) ~ '/') | json }}
     database: weblogs
     collection: access
     dead_letter_collection: access_deadletter

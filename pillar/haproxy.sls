@@ -1,5 +1,8 @@
 # HAProxy tiers (states haproxy.primary / haproxy.site, module haproxy_tier).
 # Everything is optional; shown with the defaults. The topology itself is webfarm:topology.
+# The VRRP password comes from pillar/secrets/lb.sls (the operator's; see lb.sls.example).
+{%- from "webfarm/members.jinja" import secret_text with context %}
+{%- set secret = secret_text('lb') | load_yaml or {} %}
 haproxy:
   binary: haproxy
   user: haproxy
@@ -66,7 +69,11 @@ haproxy:
     # every return and log:
     #   version: 2
     #   advert_int: 1
-    #   auth_pass: CHANGEME
+    # and put the password in pillar/secrets/lb.sls (vrrp_auth_pass; see lb.sls.example).
+    # A password with version 3 is refused (the state fails and writes nothing).
+{%- if secret.get('vrrp_auth_pass') is not none %}
+    auth_pass: {{ secret.get('vrrp_auth_pass') | json }}
+{%- endif %}
     interface: eth0
     preempt: false           # a recovered LB does not take the VIP back (one move, not two)
     priorities: {}           # minion id -> 1-254; default 150, 140, ... by LB list order

@@ -1,10 +1,14 @@
 # mysqlsnap: online snapshot backups of the db-replica minions (salt/states/mysql/backup.sls).
-# Put the password in an encrypted pillar (gpg renderer) in production.
+# The password comes from pillar/secrets/db.sls (the operator's, git-ignored; see
+# secrets/db.sls.example), or use a defaults_file; an encrypted pillar (gpg renderer) works too.
+{%- from "webfarm/members.jinja" import secret_text with context %}
+{%- set secret = secret_text('db') | load_yaml or {} %}
 mysqlsnap:
   connection:
     unix_socket: /run/mysqld/mysqld.sock
     user: backup
-    password: change-me
+    password: {{ secret.get('password') | json }}   # null: mysql.backup fails, schedules nothing
+    # defaults_file: /root/.my.cnf   # instead of a password
   datadir: /srv/mysql/data
   backend: btrfs
   btrfs:

@@ -1,4 +1,4 @@
-# Example pillar for rolling upgrades (salt/_modules/farm.py, salt/_runners/upgrade.py,
+# Pillar of the web and preprod roles (pillar/top.sls) for rolling upgrades (salt/_modules/farm.py, salt/_runners/upgrade.py,
 # salt/states/php/versions.sls, salt/states/gentoo/binhost.sls, salt/states/gentoo/buildhost.sls).
 upgrade:
   # farm module, on every web member
@@ -6,10 +6,10 @@ upgrade:
   source: rsync://binhost.lan/releases/{version}/ # farm.release copies from here
   health_url: http://127.0.0.1/                   # 200 + header X-App-Version: <version>
   health_timeout: 30
-  service: php8.2-fpm                             # restarted after a release switch
+  # service: php8.2-fpm                           # restarted after a release switch (default: none)
   # optional release check run by farm.upgrade_step after the health check (preprod smoke
   # tests; an argument list, never a shell; {version} is replaced); checks:<version> wins
-  check_cmd: [/usr/local/bin/webfarm-smoke, --version, "{version}"]
+  # check_cmd: [/usr/local/bin/webfarm-smoke, --version, "{version}"]
   checks: {}
   # the os kinds (salt/_runners/upgrade.py): packages upgraded through Salt's pkg
   pkgs: [openssl, apache2, libc6]

@@ -12,7 +12,17 @@
 {%- set snap = salt['pillar.get']('mysqlsnap', {}) %}
 {%- set sched = snap.get('schedule', {}) %}
 {%- set dest = snap.get('destination', '') %}
-{%- if role == 'db-replica' %}
+{%- set conn = snap.get('connection') or {} %}
+{%- if role == 'db-replica' and not (conn.get('password') or conn.get('defaults_file')) %}
+{#- No schedule without credentials: every run would fail an hour later, out of sight. #}
+
+mysqlsnap-backup:
+  test.configurable_test_state:
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: "pillar mysqlsnap:connection has no password and no defaults_file: write pillar/secrets/db.sls (password, see pillar/secrets/db.sls.example) or set mysqlsnap:connection:defaults_file; no backup scheduled"
+{%- elif role == 'db-replica' %}
 {%- if dest.startswith('/') %}
 
 mysqlsnap-destination:

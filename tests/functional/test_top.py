@@ -1,0 +1,248 @@
+"""The highstate by role: salt/states/top.sls and pillar/top.sls rendered by Salt itself.
+
+Each minion is Salt's loader with the project's file_roots and pillar_roots (the repo's
+``pillar`` after a temp root that plays the operator's ``pillar/secrets``), the minion id
+of the example topology and the ``webfarm:role`` grain set; ``state.show_top`` gives the SLS
+its top matches, ``state.show_sls``/``state.sls test=True`` what those render to. Nothing
+here writes outside the test's temp dirs: the failing states write nothing by design.
+"""
+
+import pytest
+import yaml
+from saltfactories.utils.functional import Loaders
+
+from tests.support.salt_env import REPO
+
+COMMON = ["motd", "less", "nagios.client", "webfarm.role_check"]
+
+# minion id of the example topology -> (role, the SLS its top gives beyond COMMON)
+ROLES = {
+    "web-s1-f1-m1": ("web", ["accesslog", "php.versions"]),
+    "lb-primary": ("lb-primary", ["haproxy"]),
+    "lb-s1": ("lb-site", ["haproxy"]),
+    "db-primary": ("db-primary", ["mysql.backup"]),
+    "db-replica": ("db-replica", ["mysql.backup"]),
+    "monitor": ("monitor", ["nagios.server"]),
+    "logstore": ("logstore", ["accesslog"]),
+    "preprod-generic": ("preprod", ["php.versions"]),
+}
+
+SECRETS = {
+    "db.sls": "password: s3cret-db\n",
+    "lb.sls": "vrrp_auth_pass: vr1pw\n",
+    "accesslog.sls": "store_uri: mongodb://shipper:s3cret-mongo@10.77.0.40:27017/\n",
+}
+
+
+@pytest.fixture
+def secrets_root(tmp_path):
+    """An empty operator pillar root: pillar/secrets/*.sls not written (the default)."""
+    root = tmp_path / "operator-pillar"
+    (root / "secrets").mkdir(parents=True)
+    return root
+
+
+def with_secrets(root):
+    for name, text in SECRETS.items():
+        (root / "secrets" / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def minion(minion_config, secrets_root):
+    """``minion(id, role, **grains)``: loaders of that minion; reset afterwards."""
+    made = []
+
+    def make(minion_id, role=None, **grains):
+        opts = dict(minion_config)
+        opts["id"] = minion_id
+        opts["pillar"] = {}
+        opts["pillar_roots"] = {"base": [str(secrets_root), str(REPO / "pillar")]}
+        opts["state_top"] = "top.sls"
+        loaders = Loaders(opts)
+        made.append(loaders)
+        loaders.grains["id"] = minion_id
+        loaders.grains.pop("webfarm", None)
+        if role is not None:
+            loaders.grains["webfarm"] = {"role": role}
+        loaders.grains.update(grains)
+        loaders.refresh_pillar()
+        return loaders
+
+    yield make
+    for loaders in made:
+        loaders.reset_state()
+
+
+def top_of(loaders):
+    top = loaders.modules.state.show_top()
+    assert isinstance(top, dict) and "base" in top, top
+    return top["base"]
+
+
+@pytest.mark.parametrize("minion_id", sorted(ROLES))
+def test_each_role_gets_its_sls(minion, minion_id):
+    role, extra = ROLES[minion_id]
+    assert top_of(minion(minion_id, role)) == COMMON + extra
+
+
+def test_roles_of_the_top_are_the_roles_the_check_knows():
+    known = yaml.safe_load((REPO / "salt" / "states" / "webfarm" / "roles.yaml").read_text())
+    assert sorted(known) == sorted(role for role, _ in ROLES.values())
+
+
+def test_gentoo_web_and_preprod_get_the_binhost_sls(minion):
+    web = top_of(minion("web-s1-f1-m1", "web", os_family="Gentoo"))
+    assert web == [*COMMON, "accesslog", "php.versions", "gentoo.binhost"]
+    preprod = top_of(minion("preprod-generic", "preprod", os_family="Gentoo"))
+    assert preprod == [*COMMON, "php.versions", "gentoo.buildhost"]
+
+
+@pytest.mark.parametrize(
+    "grains, what",
+    [({}, "missing"), ({"webfarm": {"role": "webserver"}}, "not a known role: webserver")],
+    ids=["missing", "unknown"],
+)
+def test_a_minion_without_a_known_role_fails_naming_the_grain(minion, grains, what, testmode):
+    loaders = minion("web-s1-f1-m1", **grains)
+    assert top_of(loaders) == COMMON
+    ret = loaders.modules.state.sls("webfarm.role_check", test=testmode).raw
+    (only,) = ret.values()
+    assert only["result"] is False
+    assert only["comment"].startswith(f"grain webfarm:role is {what}; set it to one of db-primary")
+    assert only["changes"] == {}
+
+
+def test_a_known_role_passes_the_check_without_changes(minion):
+    ret = minion("db-replica", "db-replica").modules.state.sls("webfarm.role_check").raw
+    (only,) = ret.values()
+    assert only["result"] is True and only["changes"] == {}
+    assert only["name"] == "grain webfarm:role is db-replica"
+
+
+def test_pillar_is_composed_per_role(minion):
+    web = minion("web-s1-f1-m1", "web").pillar
+    assert {"webfarm", "nagios", "mine_functions", "accesslog", "upgrade"} <= set(web)
+    assert not {"mysqlsnap", "haproxy", "policyroute"} & set(web)
+    assert web["accesslog"]["mode"] == "piped" and web["accesslog"]["store_admin"] is False
+    store = minion("logstore", "logstore").pillar["accesslog"]
+    assert store["mode"] == "none" and store["store_admin"] is True
+    lb = minion("lb-s1", "lb-site").pillar
+    assert "haproxy" in lb and not {"accesslog", "mysqlsnap"} & set(lb)
+    db = minion("db-replica", "db-replica").pillar
+    assert "mysqlsnap" in db and not {"accesslog", "haproxy", "upgrade"} & set(db)
+
+
+def test_secrets_reach_only_the_minions_the_topology_names(minion, secrets_root):
+    with_secrets(secrets_root)
+    replica = minion("db-replica", "db-replica").pillar
+    assert replica["mysqlsnap"]["connection"]["password"] == "s3cret-db"
+    assert minion("lb-s1", "lb-site").pillar["haproxy"]["vrrp"]["auth_pass"] == "vr1pw"
+    uri = minion("web-s1-f1-m1", "web").pillar["accesslog"]["store"]["uri"]
+    assert uri == "mongodb://shipper:s3cret-mongo@10.77.0.40:27017/"
+    # a minion the topology does not name gets the role's pillar but not its secret, whatever
+    # role grain it claims
+    rogue = minion("rogue-host", "db-replica").pillar
+    assert "mysqlsnap" in rogue and rogue["mysqlsnap"]["connection"]["password"] is None
+    rogue_web = minion("rogue-host", "web").pillar
+    assert "@" not in rogue_web["accesslog"]["store"]["uri"]
+
+
+def test_without_secrets_the_pillar_renders_with_them_unset(minion):
+    replica = minion("db-replica", "db-replica").pillar
+    assert "_errors" not in replica
+    assert replica["mysqlsnap"]["connection"]["password"] is None
+    assert "auth_pass" not in minion("lb-s1", "lb-site").pillar["haproxy"]["vrrp"]
+
+
+def test_missing_db_secret_fails_mysql_backup_cleanly(minion, testmode):
+    loaders = minion("db-replica", "db-replica")
+    ret = loaders.modules.state.sls("mysql.backup", test=testmode).raw
+    assert [v["__id__"] for v in ret.values()] == ["mysqlsnap-backup"]
+    (only,) = ret.values()
+    assert only["result"] is False and only["changes"] == {}
+    assert "write pillar/secrets/db.sls" in only["comment"]
+    assert "no backup scheduled" in only["comment"]
+
+
+def test_with_the_db_secret_the_replica_schedules_its_backup(minion, secrets_root):
+    with_secrets(secrets_root)
+    low = minion("db-replica", "db-replica").modules.state.show_sls("mysql.backup")
+    assert isinstance(low, dict), low
+    assert "present" in low["mysqlsnap-backup"]["schedule"]
+    assert "s3cret-db" not in repr(low)  # the job reads it from pillar when it runs
+
+
+def test_missing_store_credentials_fail_accesslog_before_writing(minion, tmp_path, testmode):
+    loaders = minion("web-s1-f1-m1", "web")
+    conf = tmp_path / "shipper.json"
+    pillar = {"accesslog": {"require_store_credentials": True, "paths": {"config": str(conf)}}}
+    ret = loaders.modules.state.sls("accesslog", pillar=pillar, test=testmode).raw
+    (only,) = ret.values()
+    assert only["__id__"] == "accesslog-store-credentials"
+    assert only["result"] is False and only["changes"] == {}
+    assert "write pillar/secrets/accesslog.sls" in only["comment"]
+    assert not conf.exists()
+
+
+def test_vrrp_v2_without_its_secret_fails_haproxy_vrrp_cleanly(minion, tmp_path):
+    loaders = minion("lb-primary", "lb-primary")
+    conf = tmp_path / "keepalived.conf"
+    topo = {"primary_vip": {"address": "10.77.0.100", "port": 80, "vrid": 71, "prefix": 16}}
+    vrrp = {"version": 2, "advert_int": 1, "install_package": False, "config": str(conf)}
+    pillar = {"webfarm": {"topology": topo}, "haproxy": {"vrrp": vrrp, "start": False}}
+    ret = loaders.modules.state.sls("haproxy.vrrp", pillar=pillar, test=True).raw
+    (only,) = ret.values()
+    assert only["result"] is False and only["changes"] == {}
+    assert "auth_pass" in only["comment"] and "Traceback" not in only["comment"]
+    assert not conf.exists()
+
+
+def test_a_vip_in_the_topology_adds_sysctl_and_vrrp(minion, tmp_path):
+    loaders = minion("lb-s1", "lb-site")
+    # the top reads this minion's pillar: give the site a VIP through pillar_roots
+    extra = tmp_path / "operator-pillar" / "webfarm"
+    extra.mkdir()
+    topo = yaml.safe_load((REPO / "pillar" / "webfarm" / "topology.sls").read_text())
+    topo["webfarm"]["topology"]["sites"]["s1"]["vip"] = {"address": "10.77.1.100", "vrid": 72}
+    (extra / "topology.sls").write_text(yaml.safe_dump(topo))
+    loaders.refresh_pillar()
+    assert top_of(loaders) == [*COMMON, "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
+    # the other site has no VIP: its LB gets the tier alone
+    assert top_of(minion("lb-s2", "lb-site")) == [*COMMON, "haproxy"]
+
+
+def test_policyroute_pillar_adds_routing(minion, tmp_path):
+    loaders = minion("lb-primary", "lb-primary")
+    extra = tmp_path / "operator-pillar"
+    (extra / "top.sls").write_text(
+        (REPO / "pillar" / "top.sls").read_text().replace("# - policyroute", "- policyroute")
+    )
+    loaders.refresh_pillar()
+    assert top_of(loaders) == [*COMMON, "routing", "haproxy"]
+
+
+def test_orch_cluster_renders_in_dependency_order(minion):
+    loaders = minion("wf-master")
+    high = loaders.modules.state.show_sls("orch.cluster")
+    assert isinstance(high, dict), high
+    waits = sorted(sid for sid in high if sid.startswith("webfarm-answers-"))
+    assert waits == [
+        f"webfarm-answers-s{s}-f{f}-{m}" for s in (1, 2) for f in (1, 2) for m in (1, 2)
+    ]
+    wait = high["webfarm-answers-s1-f2-2"]["salt"]
+    assert {"tgt": "lb-s1"} in wait and {"arg": ["http://10.77.1.22:80/"]} in wait
+
+    def requires(sid):
+        (state,) = (k for k in high[sid] if not k.startswith("__"))
+        reqs = [d["require"] for d in high[sid][state] if isinstance(d, dict) and "require" in d]
+        return {next(iter(r.values())) for r in (reqs[0] if reqs else [])}
+
+    assert requires("webfarm-mine-publish") == {"webfarm-refresh-pillar"}
+    assert requires("webfarm-monitor-server") == {"webfarm-mine-publish"}
+    assert requires("webfarm-clients") == {"webfarm-monitor-server"}
+    assert requires("webfarm-monitor") == {"webfarm-clients"}
+    assert requires("webfarm-lb-site") == {"webfarm-monitor", *waits}
+    assert requires("webfarm-lb-primary") == {"webfarm-lb-site"}
+    clients = high["webfarm-clients"]["salt"]
+    assert {"highstate": True} in clients and {"tgt_type": "compound"} in clients
