@@ -306,10 +306,14 @@ def test_valid_change_goes_live_and_reloads_nagios(minion_config, env):
     pillar = with_services(
         env["pillar"], [{"description": "second", "check": "check_dummy 1 watch-it"}]
     )
-    ret = apply(env["loaders"], "nagios.server", pillar)
+    # The hosts' dispatcher runs only the checks of their table (written by nagios.client
+    # from the same pillar services), so the new check reaches the clients first, as in a
+    # highstate of the same pillar; the server alone would get "refused" (UNKNOWN) back.
+    ret = apply(env["loaders"], ["nagios.client", "nagios.server"], pillar)
     assert not failures(ret), failures(ret)
+    assert "watch-it" in (env["root"] / "lib" / "checks.json").read_text()
     assert {
-        "nagios-server-verify",
+        "nagios-client-check-table",
         "nagios-server-live-webfarm.cfg",
         "nagios-server-reload",
     } <= changed(ret)
@@ -429,7 +433,7 @@ def test_example_pillar_renders_the_production_layout(minion_config, repo_root):
         loaders.reset_state()
     assert isinstance(low, dict), low
     # every host of the topology, at its pillar address (nothing from the mine here)
-    hosts = next(v for k, v in low.items() if k.endswith("webfarm-hosts.list"))["file"]
+    hosts = low["nagios-server-hosts-list"]["file"]
     listed = next(d["contents"] for d in hosts if "contents" in d).split()
     assert {"web-s1-f1-m1", "lb-s2", "db-replica", "monitor", "logstore"} <= set(listed)
     # the client trusts the topology's monitor only: its address; its key from its mine
