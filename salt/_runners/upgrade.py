@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import salt.client
 import salt.exceptions
 import salt.pillar
+import salt.utils.data
 import webfarm_events
 import webfarm_trust
 import webfarm_upgrade
@@ -127,6 +128,8 @@ def _master_topology():
     pillar = salt.pillar.Pillar(
         __opts__, {"id": minion_id}, minion_id, "base", pillarenv=__opts__.get("pillarenv")
     ).compile_pillar()
+    # As a minion receives it: ext_pillars such as file_tree give bytes values.
+    pillar = salt.utils.data.decode(pillar, keep=True)
     errors = pillar.get("_errors") if isinstance(pillar, dict) else None
     topology = (pillar.get("webfarm") or {}).get("topology") if isinstance(pillar, dict) else None
     if errors or not isinstance(topology, dict):
