@@ -333,14 +333,14 @@ def nagios_pillar(workdir):
     return pillar
 
 
-def nagios_check(mine, workdir):
+def nagios_check(mine, topology, workdir):
     """Render the Nagios config from ``mine``; ``nagios4 -v`` it: (render s, verify s | None)."""
     # nagios4 -v reads the object files as the nagios user: a world-readable dir of its own.
     workdir = Path(tempfile.mkdtemp(prefix="nagios-", dir=workdir))
     workdir.chmod(0o755)
     for parent in (workdir.parent, workdir.parent.parent):
         parent.chmod(0o711)
-    render_s, out = timed(cluster.render_nagios, mine, nagios_pillar(workdir))
+    render_s, out = timed(cluster.render_nagios, mine, nagios_pillar(workdir), topology)
     conf = workdir / "nagios-staging"
     conf.mkdir(parents=True, exist_ok=True)
     for name, text in out["files"].items():
@@ -449,7 +449,7 @@ def run_size(n, base):
             ret, lbs, "haproxy_tier.validate", lambda v: isinstance(v, dict) and v.get("valid")
         )
         figures["haproxy_validate_salt_s"] = t
-        figures["nagios_render_s"], figures["nagios_verify_s"] = nagios_check(mine, root)
+        figures["nagios_render_s"], figures["nagios_verify_s"] = nagios_check(mine, topology, root)
 
         farm = "G@webfarm:site:s1 and G@webfarm:farm:f1"
         members = [m for m in ids if m.startswith("web-s1-f1-")]

@@ -21,6 +21,7 @@ from demo.topology import REPO, hosts
 
 STATES = REPO / "salt" / "states"
 NAGIOS_FILES = ("nagios.cfg", "resource.cfg", "webfarm.cfg")
+MONITOR = {"id": "monitor", "address": "10.0.0.30"}
 
 
 def cluster(sites, farms, members, port=80):
@@ -28,7 +29,8 @@ def cluster(sites, farms, members, port=80):
 
     ``members`` is the member count of every farm (int) or a list of per-farm counts, site
     by site (``sites * farms`` entries). Addresses: member ``m`` of farm ``f`` of site ``s``
-    is ``10.<s>.<f>.<m + 10>``, site LB ``10.<s>.0.10``, primary LB ``10.0.0.10``; each farm's
+    is ``10.<s>.<f>.<m + 10>``, site LB ``10.<s>.0.10``, primary LB ``10.0.0.10``, the monitor
+    ``10.0.0.30``; each farm's
     memcached runs on its member 1.
     """
     counts = members if isinstance(members, list) else [members] * (sites * farms)
@@ -38,6 +40,7 @@ def cluster(sites, farms, members, port=80):
         "from_mine": False,
         "primary_lb": [{"id": "lb-primary", "address": "10.0.0.10", "port": port}],
         "sites": {},
+        "monitor": dict(MONITOR),
     }
     for s in range(1, sites + 1):
         site = {"lbs": [{"id": f"lb-s{s}", "address": f"10.{s}.0.10", "port": port}], "farms": {}}
@@ -72,15 +75,11 @@ def sized(n):
     return sites, farms, counts
 
 
-def minions(topology, monitor=True):
-    """``{minion_id: grains}`` of every host in ``topology`` (plus a ``monitor`` host at
-    ``10.0.0.30``): ``webfarm`` grains as :func:`demo.topology.hosts` sets them, with the
-    host's ``address``."""
-    topo = dict(topology)
-    if monitor:
-        topo["monitor"] = {"id": "monitor", "address": "10.0.0.30"}
+def minions(topology):
+    """``{minion_id: grains}`` of every host in ``topology`` (the monitor included):
+    ``webfarm`` grains as :func:`demo.topology.hosts` sets them, with the host's ``address``."""
     out = {}
-    for host in hosts(topo):
+    for host in hosts(topology):
         grains = copy.deepcopy(host.grains)
         grains["webfarm"]["address"] = host.address
         out[host.id] = grains
@@ -126,18 +125,28 @@ def _render(path, context):
     return salt.utils.templates.render_jinja_tmpl(text, full, tmplpath=str(STATES / "x.sls"))
 
 
-def render_nagios(mine, pillar, minion_id="monitor"):
+def render_nagios(mine, pillar, topology, minion_id="monitor"):
     """``{"sls": rendered server.sls data, "files": {name: text}}`` of the Nagios server.
 
     ``mine`` is the answer of ``mine.get <mine_target> webfarm_nagios_host``, ``pillar`` the
-    monitor's pillar (its ``nagios`` key). Raises ``ValueError`` when the SLS refuses the
-    pillar (its ``nagios-server-pillar`` failure) or renders no host.
+    monitor's pillar (its ``nagios`` key), ``topology`` the master's ``webfarm:topology``:
+    the ``trust.*`` functions the SLS calls answer from it as the ``trust`` module does.
+    Raises ``ValueError`` when the SLS refuses the pillar (its ``nagios-server-pillar``
+    failure) or renders no host.
     """
     import salt.utils.yaml
+    import webfarm_trust
 
     funcs = {
         "pillar.get": _pillar_get(pillar),
         "mine.get": lambda tgt, fun, tgt_type="glob", **_: copy.deepcopy(mine),
+        "trust.minions": lambda: {
+            m: sorted(r) for m, r in webfarm_trust.topology_roles(topology).items()
+        },
+        "trust.addresses": lambda: webfarm_trust.topology_addresses(topology),
+        "trust.mine": lambda tgt, fun, role=None, **_: webfarm_trust.trusted(
+            copy.deepcopy(mine), topology, role
+        ),
         "file.dirname": os.path.dirname,
         "file.file_exists": lambda p: False,
     }

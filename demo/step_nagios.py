@@ -94,7 +94,8 @@ def _server_pillar(known_hosts_line):
         "tmpfiles_dir": "",
         "cleaner_cron": False,
         "reload": "none",
-        "hosts_from_mine": False,
+        "hosts_from_topology": False,
+        "known_hosts_from_mine": False,
         "hosts": {TARGET: {"address": _address(TARGET), "roles": ["web"], "port": 22}},
         "services": {"*": [{"description": SERVICE, "check": CHECK}]},
     }

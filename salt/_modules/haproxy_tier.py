@@ -28,6 +28,7 @@ import time
 import webfarm_events
 import webfarm_files
 import webfarm_haproxy
+import webfarm_trust
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,9 @@ def topology():
     With ``webfarm:topology:from_mine: true`` it is built from mine function
     ``webfarm:topology:mine_function`` (default ``webfarm_grains``: ``grains.item webfarm
     ipv4`` published by every minion); ``member_port``, ``lb_port`` and ``mine_network``
-    in the same pillar key tune it.
+    in the same pillar key tune it. Trust from the master (docs/trust.md): a mine entry is used
+    only when the pillar topology names its minion (``webfarm:topology:minions: {id: role}``
+    or an ``id`` in the topology) in the role it claims; the others are dropped and logged.
 
     CLI Example:
 
@@ -83,9 +86,17 @@ def topology():
         raise SaltInvocationError("pillar webfarm:topology is missing")
     try:
         if raw.get("from_mine"):
-            mine = __salt__["mine.get"](
+            reported = __salt__["mine.get"](
                 raw.get("mine_target", "*"), raw.get("mine_function", "webfarm_grains")
             )
+            mine = webfarm_trust.trusted(reported, raw)
+            dropped = webfarm_trust.untrusted(reported, raw)
+            if dropped:
+                log.warning(
+                    "haproxy_tier: mine entries of %s ignored: pillar webfarm:topology does "
+                    "not name them in the role they claim",
+                    ", ".join(dropped),
+                )
             raw = {
                 **raw,
                 **webfarm_haproxy.topology_from_mine(

@@ -1,8 +1,9 @@
 """Rolling upgrades driven from the master (``salt-run state.orchestrate upgrade`` calls
 :func:`rollout` through ``salt.runner``; sync it to the master with ``salt-run saltutil.sync_all``).
 
-The waves come from the live grains (``webfarm:role/site/farm/member``) of the minions, see
-``webfarm_upgrade.plan_rollout``; sites upgrade concurrently (one farm per site at a time).
+The waves come from the live grains (``webfarm:role/site/farm/member``) of the minions that
+the master's own pillar topology (``webfarm:topology``, compiled on the master for its own ID,
+no minion's grains involved) names, see ``webfarm_upgrade.plan_rollout`` and docs/trust.md; sites upgrade concurrently (one farm per site at a time).
 Each farm step is at most three Salt round trips:
 
 1. ``haproxy_tier.drain`` on the site LBs (the farm, or the member for ``os``);
@@ -34,7 +35,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import salt.client
 import salt.exceptions
+import salt.pillar
+import salt.utils.data
 import webfarm_events
+import webfarm_trust
 import webfarm_upgrade
 
 log = logging.getLogger(__name__)
@@ -115,6 +119,36 @@ def _call(minions, fun, arg=(), kwarg=None, timeout=120, latency=None):
 def _grains(tgt, timeout):
     ret = _client().cmd(tgt, "grains.get", arg=["webfarm"], tgt_type="grain", timeout=timeout)
     return {minion: {"webfarm": value} for minion, value in (ret or {}).items()}
+
+
+def _master_topology():
+    """Pillar ``webfarm:topology`` compiled on the master for the master's own ID, with no
+    minion's grains (a minion cannot choose what it says); raises PlanError without one."""
+    minion_id = __opts__["id"]
+    pillar = salt.pillar.Pillar(
+        __opts__, {"id": minion_id}, minion_id, "base", pillarenv=__opts__.get("pillarenv")
+    ).compile_pillar()
+    # As a minion receives it: ext_pillars such as file_tree give bytes values.
+    pillar = salt.utils.data.decode(pillar, keep=True)
+    errors = pillar.get("_errors") if isinstance(pillar, dict) else None
+    topology = (pillar.get("webfarm") or {}).get("topology") if isinstance(pillar, dict) else None
+    if errors or not isinstance(topology, dict):
+        raise webfarm_upgrade.PlanError(
+            [f"no webfarm:topology in the master's pillar ({minion_id}): {errors or 'missing'}"]
+        )
+    return topology
+
+
+def _trusted_grains(grains, topology):
+    """The minions' grains, only of the minions ``topology`` names in the role they claim."""
+    dropped = webfarm_trust.untrusted(grains, topology)
+    if dropped:
+        log.warning(
+            "upgrade: ignoring %s: not named by the master's webfarm:topology in the role "
+            "their grains claim",
+            ", ".join(dropped),
+        )
+    return webfarm_trust.trusted(grains, topology)
 
 
 def _site_lbs(grains):
@@ -594,15 +628,16 @@ def rollout(
         opts = webfarm_upgrade.options(
             kind, version, sites, farms, batch, max_failures, on_failure, force
         )
-        grains = _grains(tgt, timeout=60)
+        topology = _master_topology()
+        grains = _trusted_grains(_grains(tgt, timeout=60), topology)
         before = None
         if opts["kind"] == "app":
             # Each site's farms go oldest version first (a rolled-back farm before the rest).
-            farm_map = webfarm_upgrade.production_farms(grains)
+            farm_map = webfarm_upgrade.production_farms(grains, topology)
             before = _versions(
                 [m for s in farm_map.values() for f in s.values() for m in f.values()]
             )
-        farm_map, waves = webfarm_upgrade.plan_rollout(grains, opts, versions=before)
+        farm_map, waves = webfarm_upgrade.plan_rollout(grains, opts, topology, versions=before)
     except (webfarm_upgrade.PlanError, salt.exceptions.SaltException) as exc:
         __context__["retcode"] = 1
         return {"result": False, "comment": f"cannot plan the {kind} upgrade: {exc}"}

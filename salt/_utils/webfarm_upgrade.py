@@ -18,6 +18,8 @@ A step is ``{"site", "farm", "members": [{"index", "id"}, ...], "drain": [server
 import json
 import re
 
+import webfarm_trust
+
 KINDS = ("app", "os", "os-online")
 ON_FAILURE = ("rollback", "hold")
 VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._+-]{0,63}$")
@@ -112,20 +114,27 @@ def farms_from_topology(topology):
     return out
 
 
-def production_farms(grains, topology=None):
+def production_farms(grains, topology):
     """The web farms a rollout may touch: ``{site: {farm: {index: minion}}}``.
 
     ``grains`` is ``{minion: {"webfarm": {...}}}`` from the targeted minions, ``topology``
-    pillar ``webfarm:topology`` rendered on the master (or None). This is the one place that
-    turns minion-reported grains into the members of a wave; a filter that keeps only the
-    minions the master-side topology names belongs here.
+    pillar ``webfarm:topology`` compiled on the master. This is the one place that turns
+    minion-reported grains into the members of a wave, so trust from the master is applied
+    here (docs/trust.md): a minion joins only if the topology names it as a web server
+    (a farm member, or ``minions: {id: web}``); one that merely claims ``webfarm:role: web``
+    is left out. Raises :class:`PlanError` without a topology.
     """
-    return farms_from_grains(grains)
+    if not isinstance(topology, dict) or not webfarm_trust.topology_roles(topology):
+        raise PlanError(
+            ["no master-side topology (pillar webfarm:topology) naming the web servers"]
+        )
+    return farms_from_grains(webfarm_trust.trusted(grains, topology, role="web"))
 
 
-def plan_rollout(grains, opts, topology=None, versions=None):
-    """``(farm_map, waves)`` of a rollout with validated ``opts`` (:func:`options`);
-    ``versions`` (``{minion: version}``) orders each site's farms oldest first (app)."""
+def plan_rollout(grains, opts, topology, versions=None):
+    """``(farm_map, waves)`` of a rollout with validated ``opts`` (:func:`options`) over the
+    web servers ``topology`` names (:func:`production_farms`); ``versions``
+    (``{minion: version}``) orders each site's farms oldest first (app)."""
     farm_map = production_farms(grains, topology)
     waves = plan(
         farm_map, opts["kind"], opts["sites"], opts["farms"], opts["batch"], versions=versions

@@ -1,14 +1,21 @@
 """check_by_ssh through the restricted check user that ``nagios/client`` builds.
 
-A real sshd (tests/support/sshd.py) on 127.0.0.1, a real local user created by the SLS
-(unique name, removed afterwards), real monitoring-plugins. The monitoring side is played
-by root's ssh client with a key generated here.
+A real sshd of the module's own (tests/support/sshd.py) on 127.0.0.1 with ``Subsystem sftp
+internal-sftp`` and ``Include <dir>/*.conf`` (like Debian's), into which the SLS puts its
+drop-in (checked with ``sshd -t``, then sshd is sent SIGHUP); a real local user created by
+the SLS (unique name, removed afterwards); real monitoring-plugins. The monitoring side is
+played by root's ssh client with a key generated here.
+
+Two layers refuse an escape: the forced command (the dispatcher: only the check table's
+plugins and arguments, no shell) for everything that arrives over ssh, and the seed's
+restricted login shell, which the tests also drive directly (``runuser ... rshell -c``).
 """
 
 import os
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -18,13 +25,23 @@ from pathlib import Path
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.support._nagios import client_pillar, remove_user
-from tests.support.sshd import keygen, kill_pids, short_tmpdir, ssh_argv, ssh_masters
+from tests.support._nagios import TEST_CHECKS, client_pillar, remove_user
+from tests.support.sshd import (
+    Sshd,
+    free_port,
+    keygen,
+    kill_pids,
+    short_tmpdir,
+    ssh_argv,
+    ssh_masters,
+)
 
 PLUGINS = "/usr/lib/nagios/plugins"
 CHECK_BY_SSH = f"{PLUGINS}/check_by_ssh"
 REPO = Path(__file__).resolve().parents[2]
 CLEANER = REPO / "salt" / "states" / "nagios" / "files" / "nagios-ssh-clean.py"
+DISPATCH = "webfarm-nagios-dispatch"
+CHECK_TIMEOUT = 4  # the dispatcher's wall-clock limit in this module (nagios:client:timeout)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,36 +56,138 @@ def apply_sls(minion_config, mods, pillar):
         loaders.reset_state()
 
 
+def listening_socket():
+    """A loopback TCP listener that never accepts by itself (connections wait in its backlog)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.setblocking(False)
+    return sock
+
+
+def connections_waiting(sock):
+    count = 0
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            return count
+        conn.close()
+        count += 1
+
+
+def sshd_restarts(sshd):
+    return sshd.log_text().count("Server listening on 127.0.0.1")
+
+
 @pytest.fixture(scope="module")
-def check_host(minion_config, sshd_server):
-    """The client SLS applied for a fresh user; yields what the tests need to log in."""
-    root = short_tmpdir("wfn-")
+def check_host(minion_config):
+    """sshd with internal-sftp, then the client SLS (drop-in, dispatcher) for a fresh user."""
+    root = short_tmpdir("wfn17-")
+    sshd = Sshd(root / "sshd", subsystem="internal-sftp", include_dir=root / "sshd" / "conf.d")
+    sshd.workdir.mkdir(mode=0o755)
     user = f"wfn{secrets.token_hex(4)}"
     key = root / "monitor_key"
     pubkey = keygen(key, "nagios@monitor")
     known_hosts = root / "known_hosts"
-    known_hosts.write_text(sshd_server.known_hosts_line + "\n")
+    silent, other = listening_socket(), listening_socket()
+    http_port = free_port()
     try:
-        ret = apply_sls(
-            minion_config,
-            "nagios.client",
-            client_pillar(root, user, pubkey, plugins=("check_dummy", "check_load", "check_users")),
+        sshd.start()
+        known_hosts.write_text(sshd.known_hosts_line + "\n")
+        silent_port, other_port = silent.getsockname()[1], other.getsockname()[1]
+        checks = [
+            *TEST_CHECKS,
+            {"plugin": "check_procs", "args": ["-w", "[0-9:]+", "-[A-Za-z]", "[A-Za-z0-9_.-]+"]},
+            # configured checks of services on this host: exact arguments
+            {"plugin": "check_http", "argv": ["-H", "127.0.0.1", "-p", str(http_port)]},
+            {
+                "plugin": "check_tcp",
+                "argv": ["-H", "127.0.0.1", "-p", str(silent_port), "-e", "never", "-t", "60"],
+            },
+        ]
+        plugins = ("check_dummy", "check_load", "check_users", "check_procs")
+        plugins += ("check_http", "check_tcp")
+        pillar = client_pillar(
+            root,
+            user,
+            pubkey,
+            plugins=plugins,
+            checks=checks,
+            sshd={
+                "manage": True,
+                "config": str(sshd.config),
+                "dropin": str(sshd.include_dir / "webfarm-nagios.conf"),
+                "staging_dir": f"{root}/lib/sshd",
+                "reload": "pidfile",
+                "pidfile": str(sshd.pidfile),
+            },
         )
+        pillar["nagios"]["client"]["timeout"] = CHECK_TIMEOUT
+        restarts = sshd_restarts(sshd)
+        ret = apply_sls(minion_config, "nagios.client", pillar)
         failed = {k: v["comment"] for k, v in ret.items() if v["result"] is not True}
         assert not failed, failed
+        deadline = time.monotonic() + 15
+        while sshd_restarts(sshd) == restarts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sshd_restarts(sshd) > restarts, "sshd was not reloaded with the drop-in"
+        assert sshd.wait_ready()
         yield {
             "root": root,
             "user": user,
             "key": key,
             "known_hosts": known_hosts,
-            "sshd": sshd_server,
+            "sshd": sshd,
             "checks_dir": root / "lib" / "checks",
+            "shell": root / "lib" / "rshell",
+            "http_port": http_port,
+            "other": other,
+            "other_port": other_port,
+            "silent": silent,
+            "ret": ret,
         }
     finally:
         for sock in root.glob("cm-*/*"):
             kill_pids(ssh_masters(sock), signal.SIGKILL)
+        sshd.stop()
+        silent.close()
+        other.close()
+        left = subprocess.run(["pgrep", "-u", user], capture_output=True, text=True).stdout
+        kill_pids([int(pid) for pid in left.split()], signal.SIGKILL)
         remove_user(user)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def user_processes(host):
+    """(pid, cmdline) of the check user's live processes other than its sshd sessions."""
+    out = subprocess.run(
+        ["ps", "-u", host["user"], "-o", "pid=,stat=,args="], capture_output=True, text=True
+    ).stdout
+    rows = [line.split(None, 2) for line in out.splitlines() if line.strip()]
+    return [
+        (int(r[0]), r[2])
+        for r in rows
+        if len(r) == 3 and not r[1].startswith("Z") and not r[2].startswith(("sshd", "[sshd]"))
+    ]
+
+
+def login_shell(host, command):
+    """The seed's restricted login shell alone (no sshd, no forced command), as the user."""
+    return subprocess.run(
+        ["runuser", "-u", host["user"], "--", str(host["shell"]), "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def assert_refused(proc, host):
+    assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr)
+    assert f"{DISPATCH}: refused" in proc.stderr, proc.stderr
+    assert proc.stdout.startswith(f"UNKNOWN - refused by {DISPATCH}"), proc.stdout
+    assert user_processes(host) == []
 
 
 def ssh(host, command=None, *extra, timeout=30, bind=None):
@@ -147,10 +266,27 @@ def test_check_by_ssh_returns_plugin_output_and_code(check_host, command, code, 
     assert proc.stdout.startswith(output)
 
 
-def test_unknown_plugin_is_not_found(check_host):
+def test_plugin_not_in_the_check_table_is_refused(check_host):
     proc, _ = check_by_ssh(check_host, "check_disk -w 10% -c 5% -p /")
-    assert proc.returncode != 0
-    assert "check_disk: command not found" in proc.stdout + proc.stderr
+    assert proc.returncode == 3
+    assert "webfarm-nagios-dispatch: refused: plugin 'check_disk' is not allowed" in proc.stdout
+
+
+def test_configured_plugin_with_other_arguments_is_refused(check_host):
+    ok = ssh(check_host, "check_users -w 20 -c 50")
+    assert ok.returncode == 0 and ok.stdout.startswith("USERS OK"), ok.stdout + ok.stderr
+    proc = ssh(check_host, "check_users -w 20 -c 50 -v")
+    assert_refused(proc, check_host)
+    assert "arguments of check_users do not match" in proc.stderr
+
+
+def test_check_procs_verbose_refused_unless_the_table_allows_it(check_host):
+    ok = ssh(check_host, "check_procs -w 1000 -C sshd")
+    assert ok.returncode == 0 and ok.stdout.startswith("PROCS OK"), ok.stdout + ok.stderr
+    for request in ("check_procs -w 1000 -v sshd", "check_procs -vvv", "check_procs -w 5 -vvv x"):
+        proc = ssh(check_host, request)
+        assert_refused(proc, check_host)
+        assert "/usr/sbin/sshd" not in proc.stdout  # no process arguments
 
 
 def test_second_check_reuses_the_control_master(check_host):
@@ -202,60 +338,131 @@ def test_second_check_reuses_the_control_master(check_host):
     ],
 )
 def test_restricted_shell_refuses(check_host, command, refusal):
-    proc = ssh(check_host, command)
+    """The seed's rbash login shell alone still refuses; over ssh the dispatcher does first."""
+    proc = login_shell(check_host, command)
     assert proc.returncode != 0
     assert refusal in proc.stderr, proc.stderr
+    assert "uid=" not in proc.stdout
+    assert_refused(ssh(check_host, command), check_host)
 
 
 @pytest.mark.parametrize("redirect", [">", ">>", ">|", "&>", "2>"])
 def test_output_redirection_refused(check_host, redirect):
     target = check_host["root"] / "written"
-    proc = ssh(check_host, f"check_dummy 0 x {redirect} {target}")
+    proc = login_shell(check_host, f"check_dummy 0 x {redirect} {target}")
     assert "restricted: cannot redirect output" in proc.stderr
+    assert_refused(ssh(check_host, f"check_dummy 0 x {redirect} {target}"), check_host)
     assert not target.exists()
 
 
-def test_link_added_outside_checks_dir_cannot_be_run(check_host):
-    outside = check_host["root"] / "outside"
-    outside.mkdir(mode=0o755, exist_ok=True)
-    (outside / "sh").symlink_to("/bin/sh")
-    proc = ssh(check_host, f"{outside}/sh -c id")
-    assert "restricted: cannot specify `/'" in proc.stderr
-    proc = ssh(check_host, "sh -c id")
-    assert "sh: command not found" in proc.stderr
+# --- forced command: what restricted bash alone lets through (issue 17) ----------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        'mapfile l </etc/passwd; printf %s "${l[@]}"; echo /etc/ssh/*',
+        "echo $(</etc/passwd)",
+        "read -r l < /etc/passwd; echo $l",
+        "echo /etc/ssh/*",
+        "compgen -f /etc/",
+        "check_dummy 0 $(</etc/passwd)",
+        "check_dummy 0 `id`",
+        "check_dummy 0 ok; id",
+        "check_dummy 0 ok | id",
+        "check_dummy 0 ok && check_users -w 1 -c 1",
+        "/usr/lib/nagios/plugins/check_dummy 0",
+        "f(){ while :; do :; done; }; f & disown",
+        "check_dummy 0 ok &",
+        "SSH_ORIGINAL_COMMAND=x check_dummy 0",
+    ],
+)
+def test_forced_command_refuses_reads_listings_and_shell(check_host, command):
+    proc = ssh(check_host, command)
+    assert_refused(proc, check_host)
+    assert "root:" not in proc.stdout and "ssh_config" not in proc.stdout
     assert "uid=" not in proc.stdout
 
 
-def test_check_user_owns_nothing_writable_in_its_path(check_host):
-    checks = check_host["checks_dir"]
-    uid = int(
-        subprocess.run(["id", "-u", check_host["user"]], capture_output=True, text=True).stdout
-    )
-    entries = [checks, *checks.iterdir()]
-    entries += [Path(os.path.realpath(e)) for e in checks.iterdir()]
-    assert sorted(e.name for e in checks.iterdir()) == ["check_dummy", "check_load", "check_users"]
-    for entry in entries:
-        st = entry.lstat()
-        assert st.st_uid == 0 and st.st_uid != uid, entry
-        if not entry.is_symlink():
-            assert st.st_mode & 0o022 == 0, entry
-    probe = subprocess.run(
-        ["runuser", "-u", check_host["user"], "--", "/usr/bin/test", "-w", str(checks)],
+def test_restricted_bash_alone_would_read_a_file(check_host):
+    """Why the forced command is needed: bash --restricted reads files (issue 17, item 2)."""
+    proc = login_shell(check_host, 'mapfile l </etc/passwd; printf %s "${l[@]}"')
+    assert "root:" in proc.stdout
+    assert_refused(ssh(check_host, 'mapfile l </etc/passwd; printf %s "${l[@]}"'), check_host)
+
+
+def test_check_log_copy_refused(check_host):
+    target = check_host["root"] / "copied"
+    proc = ssh(check_host, f"check_log -F /etc/passwd -O {target} -q root")
+    assert_refused(proc, check_host)
+    assert not target.exists()
+
+
+def test_check_http_to_a_service_that_is_not_a_configured_check_refused(check_host):
+    other = check_host["other_port"]
+    for request in (
+        f"check_http -H 127.0.0.1 -p {other}",
+        f"check_http -H 127.0.0.1 -p {check_host['http_port']} -u /x",
+        f"check_tcp -H 127.0.0.1 -p {other}",
+        f"check_curl -H 127.0.0.1 -p {other}",
+    ):
+        assert_refused(ssh(check_host, request), check_host)
+    assert connections_waiting(check_host["other"]) == 0  # no request left the host
+    # the configured one runs (nothing listens there: a real CRITICAL from check_http)
+    proc = ssh(check_host, f"check_http -H 127.0.0.1 -p {check_host['http_port']}")
+    assert proc.returncode == 2 and "Connection refused" in proc.stdout, proc.stdout
+
+
+def test_check_apt_update_hook_refused(check_host):
+    marker = check_host["root"] / "apt-hook-ran"
+    proc = ssh(check_host, f"check_apt -u '-o APT::Update::Pre-Invoke::=/usr/bin/touch {marker}'")
+    assert_refused(proc, check_host)
+    assert not marker.exists()
+
+
+def test_hung_check_is_killed_by_the_timeout(check_host):
+    """check_tcp waits 60 s for a banner that never comes; the dispatcher kills it."""
+    port = check_host["silent"].getsockname()[1]
+    started = time.monotonic()
+    proc = ssh(check_host, f"check_tcp -H 127.0.0.1 -p {port} -e never -t 60")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 3
+    assert f"check_tcp timed out after {CHECK_TIMEOUT} s (killed)" in proc.stdout, proc.stdout
+    assert elapsed < CHECK_TIMEOUT + 5
+    assert user_processes(check_host) == []
+    connections_waiting(check_host["silent"])
+
+
+# --- sshd drop-in ----------------------------------------------------------------------------
+
+
+def test_sshd_dropin_was_checked_and_is_live(check_host):
+    ret = {v["__id__"]: v for v in check_host["ret"].values()}
+    assert ret["nagios-client-sshd-verify"]["changes"]["retcode"] == 0
+    dropin = (check_host["sshd"].include_dir / "webfarm-nagios.conf").read_text()
+    assert f"Match User {check_host['user']}" in dropin
+    assert f"ForceCommand {DISPATCH} " in dropin and "DisableForwarding yes" in dropin
+    effective = subprocess.run(
+        [
+            "/usr/sbin/sshd",
+            "-T",
+            "-f",
+            str(check_host["sshd"].config),
+            "-C",
+            f"user={check_host['user']},host=x,addr=127.0.0.1",
+        ],
         capture_output=True,
-        check=False,
-    )
-    assert probe.returncode == 1
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert "permittty no" in effective and "disableforwarding yes" in effective
+    assert any(line.startswith(f"forcecommand {DISPATCH} ") for line in effective)
 
 
-def test_interactive_login_refused(check_host):
-    proc = ssh(check_host, None, "-T")
-    assert proc.returncode == 1
-    assert "interactive login refused" in proc.stderr
-
-
-def test_sftp_subsystem_refused(check_host):
-    """sshd starts subsystems through the login shell too, so sftp-server is refused by path."""
-    dest = check_host["root"] / "fetched"
+def test_internal_sftp_refused(check_host):
+    """sshd has ``Subsystem sftp internal-sftp``, which never runs the login shell."""
+    dest = check_host["root"] / "fetched-sftp"
+    assert "Subsystem sftp internal-sftp" in check_host["sshd"].config.read_text()
     argv = [
         "sftp",
         "-F",
@@ -276,8 +483,106 @@ def test_sftp_subsystem_refused(check_host):
         argv, input=f"get /etc/passwd {dest}\n", capture_output=True, text=True, timeout=30
     )
     assert proc.returncode != 0
-    assert "Connection closed" in proc.stderr
+    assert_sftp_got_the_refusal(proc)
     assert not dest.exists()
+    assert user_processes(check_host) == []
+
+
+def assert_sftp_got_the_refusal(proc):
+    """The sftp client read the dispatcher's "UNKNOWN - refused ..." as a packet length."""
+    assert f"Received message too long {int.from_bytes(b'UNKN', 'big')}" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["-O"]], ids=["scp-sftp", "scp-legacy"])
+def test_scp_refused(check_host, mode):
+    dest = check_host["root"] / f"fetched-scp{len(mode)}"
+    argv = [
+        "scp",
+        *mode,
+        "-F",
+        "/dev/null",
+        "-P",
+        str(check_host["sshd"].port),
+        "-i",
+        str(check_host["key"]),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={check_host['known_hosts']}",
+        f"{check_host['user']}@127.0.0.1:/etc/passwd",
+        str(dest),
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert not dest.exists()
+    if mode:  # legacy scp runs "scp -f /etc/passwd" as a command: refused by name
+        assert f"{DISPATCH}: refused: plugin 'scp' is not allowed" in proc.stderr, proc.stderr
+    else:
+        assert_sftp_got_the_refusal(proc)
+    assert user_processes(check_host) == []
+
+
+def test_link_added_outside_checks_dir_cannot_be_run(check_host):
+    outside = check_host["root"] / "outside"
+    outside.mkdir(mode=0o755, exist_ok=True)
+    (outside / "sh").symlink_to("/bin/sh")
+    proc = login_shell(check_host, f"{outside}/sh -c id")
+    assert "restricted: cannot specify `/'" in proc.stderr
+    proc = login_shell(check_host, "sh -c id")
+    assert "sh: command not found" in proc.stderr
+    assert "uid=" not in proc.stdout
+    for request in (f"{outside}/sh -c id", "sh -c id"):
+        proc = ssh(check_host, request)
+        assert_refused(proc, check_host)
+        assert "uid=" not in proc.stdout
+
+
+def test_check_user_owns_nothing_writable_in_its_path(check_host):
+    checks = check_host["checks_dir"]
+    uid = int(
+        subprocess.run(["id", "-u", check_host["user"]], capture_output=True, text=True).stdout
+    )
+    entries = [checks, *checks.iterdir()]
+    entries += [Path(os.path.realpath(e)) for e in checks.iterdir()]
+    assert sorted(e.name for e in checks.iterdir()) == [
+        "check_dummy",
+        "check_http",
+        "check_load",
+        "check_procs",
+        "check_tcp",
+        "check_users",
+        DISPATCH,
+    ]
+    for path in (
+        check_host["root"] / "lib" / "dispatch",
+        check_host["root"] / "lib" / "checks.json",
+    ):
+        entries.append(path)
+    for entry in entries:
+        st = entry.lstat()
+        assert st.st_uid == 0 and st.st_uid != uid, entry
+        if not entry.is_symlink():
+            assert st.st_mode & 0o022 == 0, entry
+    probe = subprocess.run(
+        ["runuser", "-u", check_host["user"], "--", "/usr/bin/test", "-w", str(checks)],
+        capture_output=True,
+        check=False,
+    )
+    assert probe.returncode == 1
+
+
+def test_interactive_login_refused(check_host):
+    proc = ssh(check_host, None, "-T")
+    assert proc.returncode == 3
+    assert "no command: interactive login refused" in proc.stderr
+    direct = subprocess.run(
+        ["runuser", "-u", check_host["user"], "--", str(check_host["shell"])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert direct.returncode == 1 and "interactive login refused" in direct.stderr
 
 
 # --- authorized_keys restrictions ------------------------------------------------------------
@@ -285,10 +590,10 @@ def test_sftp_subsystem_refused(check_host):
 
 def test_authorized_keys_line(check_host):
     line = (check_host["root"] / "home" / ".ssh" / "authorized_keys").read_text().strip()
-    options = line.split(" ", 1)[0].split(",")
-    for option in ["no-agent-forwarding", "no-port-forwarding", "no-pty", "no-X11-forwarding"]:
-        assert option in options
-    assert 'from="127.0.0.1"' in options
+    table = check_host["root"] / "lib" / "checks.json"
+    options = f'restrict,from="127.0.0.1",command="{DISPATCH} {table}"'
+    assert line.startswith(options + " ssh-ed25519 ")
+    assert len(line.splitlines()) == 1
 
 
 def test_stdio_forwarding_refused(check_host):

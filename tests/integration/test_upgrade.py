@@ -1,7 +1,8 @@
-"""Rolling upgrades through a real salt-master and 11 real salt-minions under live traffic.
+"""Rolling upgrades through a real salt-master and 12 real salt-minions under live traffic.
 
 Lab (tests/support/upgrade_lab.py): 2 sites x 2 farms x 2 members, one salt-minion per member
-(plus one per site LB and one preprod server), a memcached (apt) per farm, a PHP app
+(plus one per site LB, one preprod server and a rogue that claims ``webfarm:role: web`` in
+farm s1/f1 but is named by no master-side topology: it must join no wave), a memcached (apt) per farm, a PHP app
 (``php -S`` from apt) per member on its own loopback address serving its release version and
 keeping a session in its farm's memcached, and both HAProxy tiers from the haproxy_tier
 capability. Traffic: sticky client sessions through the primary LB, every response recorded
@@ -17,7 +18,7 @@ import pytest
 import webfarm_haproxy
 
 from tests.support.haproxy_lab import wait_for
-from tests.support.upgrade_lab import PREPROD, orchestrate_report
+from tests.support.upgrade_lab import PREPROD, ROGUE, orchestrate_report
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -114,6 +115,9 @@ def test_preprod_records_then_sites_upgrade_concurrently_under_traffic(upgrade_l
     # batch defaults to the number of sites: both sites in every wave
     assert report["waves"] == [["s1/f1", "s2/f1"], ["s1/f2", "s2/f2"]]
     assert [s["ok"] for s in report["steps"]] == [True] * 4
+    # The rogue's grains put it in s1/f1; the master's topology does not: in no step.
+    assert ROGUE not in json.dumps(report), report["steps"]
+    assert sorted(len(s["members"]) for s in report["steps"]) == [2, 2, 2, 2], report["steps"]
     assert all(s["timings"]["round_trips"] == 3 for s in report["steps"]), report["steps"]
     assert set(_versions(lab).values()) == {"2.0.1"}
 

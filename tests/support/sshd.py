@@ -44,8 +44,17 @@ def keygen(path, comment="webfarm-test"):
 class Sshd:
     """``/usr/sbin/sshd -D`` with its own config on 127.0.0.1:<port>, logging to a file."""
 
-    def __init__(self, workdir, port=None, log_level="DEBUG1"):
+    def __init__(
+        self,
+        workdir,
+        port=None,
+        log_level="DEBUG1",
+        subsystem="/usr/lib/openssh/sftp-server",
+        include_dir=None,
+    ):
         self.workdir = Path(workdir)
+        self.subsystem = subsystem
+        self.include_dir = Path(include_dir) if include_dir else None
         self.port = port or free_port()
         self.host_key = self.workdir / "ssh_host_ed25519_key"
         self.config = self.workdir / "sshd_config"
@@ -58,9 +67,14 @@ class Sshd:
         keygen(self.host_key, "sshd-test-host")
         # Forwarding, agent forwarding and ptys are allowed server-wide on purpose: what
         # refuses them for the check user is its authorized_keys line, which the tests check.
+        # Like Debian's sshd_config: drop-ins are included first (first value wins).
+        include = [f"Include {self.include_dir}/*.conf"] if self.include_dir else []
+        if self.include_dir:
+            self.include_dir.mkdir(mode=0o755, exist_ok=True)
         self.config.write_text(
             "\n".join(
                 [
+                    *include,
                     f"Port {self.port}",
                     "ListenAddress 127.0.0.1",
                     f"HostKey {self.host_key}",
@@ -78,7 +92,7 @@ class Sshd:
                     "PermitTTY yes",
                     "MaxStartups 100:30:200",
                     "MaxSessions 50",
-                    "Subsystem sftp /usr/lib/openssh/sftp-server",
+                    f"Subsystem sftp {self.subsystem}",
                     f"LogLevel {self.log_level}",
                     "",
                 ]
@@ -100,18 +114,24 @@ class Sshd:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
+        if not self.wait_ready():
+            self.stop()
+            raise RuntimeError("sshd did not answer within 10 s")
+        return self
+
+    def wait_ready(self, timeout=10):
+        """Whether sshd answers with its banner within ``timeout`` s (also after a SIGHUP)."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {self.log.read_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     if sock.recv(64).startswith(b"SSH-2.0"):
-                        return self
+                        return True
             except OSError:
                 time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("sshd did not answer within 10 s")
+        return False
 
     def stop(self):
         if self.proc is None:

@@ -226,6 +226,9 @@ MEMBERS = (1, 2)
 
 
 PREPROD = "u-preprod"
+# A minion that lies: its grains claim a free member slot of farm s1/f1; no topology names it.
+ROGUE = "u-rogue"
+ROGUE_GRAINS = webfarm_grains("web", "s1", "f1", 3)
 HW_PROFILE = "generic-x86_64"
 
 
@@ -437,6 +440,10 @@ class UpgradeLab:
         grains[PREPROD] = webfarm_grains("preprod", hw_profile=HW_PROFILE)
         return grains
 
+    def roles(self):
+        """``{minion_id: role}`` of the lab's minions, for the master-side topology."""
+        return {ident: g["webfarm"]["role"] for ident, g in self.minion_grains().items()}
+
     def site_instances(self):
         return {site: self.instances[site] for site in SITES}
 
@@ -468,7 +475,7 @@ def upgrade_master_config(base_dir):
 @pytest.fixture(scope="module")
 def upgrade_lab(salt_factories, tmp_path_factory):
     """Real master (+ the upgrade reactors), 8 web minions + 2 site-LB minions + 1 preprod
-    minion, memcached per farm, a PHP app per member (and on preprod) at release 1.0.0, both
+    minion + 1 rogue minion claiming a web member's role (ROGUE), memcached per farm, a PHP app per member (and on preprod) at release 1.0.0, both
     HAProxy tiers; synced and ready."""
     base = tmp_path_factory.mktemp("upgrade-lab")
     dist = base / "dist"
@@ -482,11 +489,14 @@ def upgrade_lab(salt_factories, tmp_path_factory):
     try:
         lab.start()
         master = salt_factories.salt_master_daemon("wf-upgrade-master", overrides=overrides)
+        # Trust from the master: the upgrade runner plans over the minions the master's own
+        # pillar topology names (compiled for the master's ID), so the lab names its minions.
+        pillar.set(master.config["id"], {"webfarm": {"topology": {"minions": lab.roles()}}})
         master.start()
         started.append(master)
         minions = [
             master.salt_minion_daemon(ident, overrides={"grains": grains})
-            for ident, grains in lab.minion_grains().items()
+            for ident, grains in {**lab.minion_grains(), ROGUE: ROGUE_GRAINS}.items()
         ]
         # Started a few at a time: each minion start waits seconds for its key exchange.
         for first in range(0, len(minions), 4):

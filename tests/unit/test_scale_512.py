@@ -61,8 +61,8 @@ def test_512_members_plan_and_render(big):
     web = {m for m, g in grains.items() if g["webfarm"]["role"] == "web"}
     assert len(web) == 512 and len(grains) == 512 + 1 + SITES + 1
 
-    # --- upgrade waves, planned from grains and from the pillar topology: the same plan
-    farm_map, app = wu.plan_rollout(grains, wu.options("app", "3.0.0"))
+    # --- upgrade waves: the grains of the members the topology names, planned as the topology says
+    farm_map, app = wu.plan_rollout(grains, wu.options("app", "3.0.0"), topo)
     assert farm_map == wu.farms_from_topology(topo)
     assert len(app) == FARMS and all(len(w) == SITES for w in app)
     assert wu.check_plan(app, "app") == []
@@ -71,7 +71,7 @@ def test_512_members_plan_and_render(big):
         assert all(s["drain"] == [f"{s['farm']}_m{i}" for i in range(1, 17)] for s in wave)
     app_members = [m["id"] for w in app for s in w for m in s["members"]]
     assert len(app_members) == 512 and set(app_members) == web
-    _, os_waves = wu.plan_rollout(grains, wu.options("os"))
+    _, os_waves = wu.plan_rollout(grains, wu.options("os"), topo)
     assert len(os_waves) == MEMBERS and wu.check_plan(os_waves, "os") == []
     for wave in os_waves:
         farms = [(s["site"], s["farm"]) for s in wave]
@@ -108,7 +108,7 @@ def test_512_members_plan_and_render(big):
 
     # --- Nagios: the server SLS and its templates, from the mine 518 minions publish
     pillar = yaml.safe_load((REPO / "pillar" / "nagios.sls").read_text())
-    nagios = cluster.render_nagios(cluster.nagios_mine(grains), pillar)
+    nagios = cluster.render_nagios(cluster.nagios_mine(grains), pillar, topo)
     cfg = nagios["files"]["webfarm.cfg"]
     host_blocks = re.findall(r"define host \{\n\s+use\s+webfarm-host\n(.*?)\n\}", cfg, re.S)
     names = Counter(re.search(r"host_name\s+(\S+)", b).group(1) for b in host_blocks)

@@ -27,6 +27,38 @@ def lab(sites=2, farms=2, members=2):
 FARMS = wu.farms_from_grains(lab())
 
 
+def named(grains, role="web"):
+    """The master-side topology naming every minion of ``grains`` that claims ``role``."""
+    return {"minions": {m: role for m, g in grains.items() if g["webfarm"].get("role") == role}}
+
+
+def test_a_lying_minion_joins_no_wave():
+    """It claims webfarm:role: web (site s1, farm f1, a free member slot) in its grains; the
+    master's topology does not name it, or names it in another role: it is in no wave."""
+    honest = lab(sites=1, farms=2, members=2)
+    topology = named(honest)
+    liar = {"webfarm": {"role": "web", "site": "s1", "farm": "f1", "member": 3}}
+    for topo in (topology, {"minions": {**topology["minions"], "rogue": "monitor"}}):
+        farm_map, waves = wu.plan_rollout({**honest, "rogue": liar}, wu.options("app", "3"), topo)
+        assert farm_map == wu.farms_from_grains(honest)
+        assert "rogue" not in {m["id"] for w in waves for s in w for m in s["members"]}
+    # Named as a web server by the master, the same grains put it in farm s1/f1.
+    topo = {"minions": {**topology["minions"], "rogue": "web"}}
+    farm_map = wu.production_farms({**honest, "rogue": liar}, topo)
+    assert farm_map["s1"]["f1"][3] == "rogue"
+
+
+def test_a_topology_member_is_trusted_and_a_topology_is_required():
+    topology = {
+        "sites": {"s1": {"farms": {"f1": {"members": {"1": {"id": "web-s1-f1-m1"}}}}}},
+    }
+    grains_ = {"web-s1-f1-m1": grains("s1", "f1", 1), "web-s1-f1-m2": grains("s1", "f1", 2)}
+    assert wu.production_farms(grains_, topology) == {"s1": {"f1": {1: "web-s1-f1-m1"}}}
+    for missing in (None, {}, {"sites": {}}):
+        with pytest.raises(wu.PlanError, match="no master-side topology"):
+            wu.production_farms(grains_, missing)
+
+
 def names(waves):
     return [[f"{s['site']}/{s['farm']}" for s in wave] for wave in waves]
 
@@ -323,7 +355,7 @@ def big_grains(sites=4, farms=8, members=16):
 def test_plan_512_members_4_sites_8_farms_16_members():
     """The seed's size on paper: 4 sites x 8 farms x 16 members, planned from grains."""
     topo = big_grains()
-    farm_map, app = wu.plan_rollout(topo, wu.options("app", "3.0.0"))
+    farm_map, app = wu.plan_rollout(topo, wu.options("app", "3.0.0"), named(topo))
     members = [m for s in farm_map.values() for f in s.values() for m in f.values()]
     assert len(members) == 512 and len(set(members)) == 512
     # app: every site upgrades concurrently, one farm per site at a time -> 8 waves of 4 farms
@@ -333,14 +365,14 @@ def test_plan_512_members_4_sites_8_farms_16_members():
     assert wu.check_plan(app, "app") == []
     assert sorted(m["id"] for w in app for s in w for m in s["members"]) == sorted(members)
     # os: member #1 of all 32 farms, then #2, ... -> 16 waves of 32 single-member steps
-    _, os_waves = wu.plan_rollout(topo, wu.options("os"))
+    _, os_waves = wu.plan_rollout(topo, wu.options("os"), named(topo))
     assert len(os_waves) == 16 and all(len(w) == 32 for w in os_waves)
     assert all(
         {m["index"] for s in w for m in s["members"]} == {i} for i, w in enumerate(os_waves, 1)
     )
     assert wu.check_plan(os_waves, "os") == []
     # batch 2: never two farms of one site, 16 waves
-    _, two = wu.plan_rollout(topo, wu.options("app", "3.0.0", batch=2))
+    _, two = wu.plan_rollout(topo, wu.options("app", "3.0.0", batch=2), named(topo))
     assert len(two) == 16 and wu.check_plan(two, "app") == []
     assert wu.hw_profiles(topo, members).keys() == {"xeon-e5", "epyc-7003"}
 

@@ -3,21 +3,32 @@
     Config goes to a staging directory first and is validated there with `nagios4 -v`; only a
     valid config is copied to the live directory, and only then is Nagios reloaded. An invalid
     config fails the run and leaves the live config (and the running Nagios) untouched. #}
-{%- from "nagios/map.jinja" import nagios, name_re, path_re, check_re with context %}
+{%- from "nagios/map.jinja" import nagios, name_re, path_re, check_re, pubkey_re with context %}
 {%- set s = nagios.server %}
 {%- set problems = [] %}
 {%- set addr_re = '^[A-Za-z0-9][A-Za-z0-9.:-]*$' %}
 {%- set descr_re = '^[A-Za-z0-9_][A-Za-z0-9_ ./:@+-]*$' %}
 
-{#- Hosts: every minion publishing the host mine function, then pillar entries (pillar wins). #}
+{#- Hosts (trust from the master): every minion pillar webfarm:topology names, with the roles
+    and the address the pillar gives it; the mine (grains.item webfarm ipv4) only fills in the
+    address of a named minion the pillar gives none. Then pillar nagios:server:hosts (wins). #}
 {%- set by_name = {} %}
-{%- if s.hosts_from_mine %}
-{%-   set mined = salt['mine.get'](s.mine_target, nagios.mine_host_function, tgt_type=s.mine_target_type) %}
-{%-   for mid, grains in mined | dictsort if grains is mapping %}
-{%-     set wf = grains.get('webfarm') or {} %}
-{%-     set addr = wf.get('address') or (grains.get('ipv4', []) | reject('match', '^127[.]') | first) %}
-{%-     do by_name.update({mid: {'address': addr, 'roles': [wf.role] if wf.get('role') else [], 'port': s.ssh_port}}) %}
+{%- set hostkeys = {} %}
+{%- if s.hosts_from_topology %}
+{%-   set named = salt['trust.minions']() %}
+{%-   set addresses = salt['trust.addresses']() %}
+{%-   set mined = salt['trust.mine']('*', nagios.mine_host_function) %}
+{%-   for mid, roles in named | dictsort %}
+{%-     set grains = mined.get(mid) if mined.get(mid) is mapping else {} %}
+{%-     set wf = grains.get('webfarm') if grains.get('webfarm') is mapping else {} %}
+{%-     set ips = (grains.get('ipv4') or []) | reject('match', '^127[.]') | list %}
+{%-     set addr = addresses.get(mid) or wf.get('address') or (ips[0] if ips else '') %}
+{#-     A named minion with no address yet (none in pillar, nothing in its mine) waits. #}
+{%-     if addr %}{% do by_name.update({mid: {'address': addr, 'roles': roles, 'port': s.ssh_port}}) %}{% endif %}
 {%-   endfor %}
+{%- endif %}
+{%- if s.known_hosts_from_mine %}
+{%-   do hostkeys.update(salt['trust.mine']('*', nagios.mine_hostkey_function)) %}
 {%- endif %}
 {%- for name, entry in s.hosts | dictsort %}
 {%-   set merged = dict(by_name.get(name, {'roles': [], 'port': s.ssh_port})) %}
@@ -44,6 +55,19 @@
 {%-   do hosts.append({'name': name, 'address': h.address, 'port': h.port | int, 'roles': h.roles | list, 'services': services}) %}
 {%- endfor %}
 
+{#- Pinned host keys: pillar lines, plus the keys each monitored (named) host published with
+    ssh.host_keys to the mine, at the address Nagios connects to; StrictHostKeyChecking yes. #}
+{%- set known_hosts_lines = s.known_hosts_lines | list %}
+{%- for host in hosts if hostkeys.get(host.name) is mapping %}
+{%-   set where = host.address if host.port == 22 else '[' ~ host.address ~ ']:' ~ host.port %}
+{%-   for file, line in hostkeys[host.name] | dictsort if file.endswith('.pub') and line is string %}
+{%-     set words = line.split() %}
+{%-     if words | length >= 2 and (words[0] ~ ' ' ~ words[1]) | regex_match(pubkey_re) %}
+{%-       do known_hosts_lines.append(where ~ ' ' ~ words[0] ~ ' ' ~ words[1]) %}
+{%-     endif %}
+{%-   endfor %}
+{%- endfor %}
+{%- if s.strict_host_key_checking not in ['yes', 'accept-new'] %}{% do problems.append('nagios:server:strict_host_key_checking must be yes (or accept-new)') %}{% endif %}
 {%- for key in ['config_dir', 'staging_dir', 'nagios_bin', 'key', 'known_hosts', 'control_dir', 'cleaner', 'lock_file', 'status_file', 'log_file', 'check_result_path', 'command_file', 'query_socket', 'temp_file', 'temp_path', 'object_cache_file', 'precached_object_file', 'state_retention_file'] %}
 {%-   if not (s[key] | string) | regex_match(path_re) %}{% do problems.append('nagios:server:' ~ key ~ ' must be an absolute path of [A-Za-z0-9_./-]') %}{% endif %}
 {%- endfor %}
@@ -125,11 +149,11 @@ nagios-server-publish-key:
       - cmd: nagios-server-key
 {%- endif %}
 
-{%- if s.known_hosts_lines %}
+{%- if known_hosts_lines %}
 nagios-server-known-hosts:
   file.managed:
     - name: {{ s.known_hosts }}
-    - contents: {{ s.known_hosts_lines | json }}
+    - contents: {{ known_hosts_lines | json }}
     - user: {{ s.nagios_user }}
     - group: {{ s.nagios_group }}
     - mode: '0644'
@@ -195,7 +219,7 @@ nagios-server-config:
   test.configurable_test_state:
     - changes: False
     - result: True
-    - comment: "No host to monitor yet (none in pillar nagios:server:hosts, none published {{ nagios.mine_host_function }} to the mine): Nagios config left as it is"
+    - comment: "No host to monitor yet (none named by pillar webfarm:topology or nagios:server:hosts): Nagios config left as it is"
 {%- else %}
 {%- for f in files %}
 

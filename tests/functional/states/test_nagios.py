@@ -36,7 +36,7 @@ def nagios_ids():
     return entry.pw_uid, entry.pw_gid
 
 
-def base_pillar(root, user, sshd):
+def base_pillar(root, user, sshd, minion_id="functional-minion"):
     services = {
         "*": [{"description": "dummy", "check": "check_dummy 0 fine"}],
         "web": [{"description": "load", "check": "check_load -w 1000,1000,1000 -c 2000,2000,2000"}],
@@ -46,18 +46,28 @@ def base_pillar(root, user, sshd):
         "mine_functions": {
             "webfarm_nagios_pubkey": [{"mine_function": "file.read"}, f"{root}/nh/.ssh/id.pub"],
             "webfarm_nagios_host": [{"mine_function": "grains.item"}, "webfarm", "ipv4"],
+            "webfarm_nagios_hostkeys": [
+                {"mine_function": "ssh.host_keys"},
+                {"keydir": str(getattr(sshd, "workdir", "/nonexistent"))},
+                {"private": False},
+                {"certs": False},
+            ],
         },
+        # Master-side: the topology names this minion (a web server); the mine fills in its
+        # address. The monitor (this minion too) has its source address from pillar.
+        "webfarm": {"topology": {"minions": {minion_id: "web"}}},
         "nagios": {
             "user": user,
-            "monitor_target": "*",
-            "monitor_target_type": "glob",
+            "monitors": {minion_id: {"from": ["127.0.0.1"]}},
             "client": {
                 "pkgs": [],
                 "home": f"{root}/home",
                 "shell": f"{root}/lib/rshell",
                 "checks_dir": f"{root}/lib/checks",
+                "dispatcher": f"{root}/lib/dispatch",
+                "check_table": f"{root}/lib/checks.json",
                 "plugins": ["check_dummy", "check_load"],
-                "from": ["127.0.0.1"],
+                "sshd": {"manage": False},
             },
             "server": {
                 "pkgs": [],
@@ -65,8 +75,6 @@ def base_pillar(root, user, sshd):
                 "staging_dir": f"{root}/etc/staging",
                 "key": f"{root}/nh/.ssh/id",
                 "known_hosts": f"{root}/nh/.ssh/known_hosts",
-                "known_hosts_lines": [sshd.known_hosts_line],
-                "strict_host_key_checking": "yes",
                 "control_dir": f"{root}/cm",
                 "tmpfiles_dir": "",
                 "cleaner": f"{root}/lib/nagios-ssh-clean",
@@ -148,7 +156,7 @@ def env(minion_config, sshd_server):
         (root / sub).mkdir(mode=0o755)
         os.chown(root / sub, uid, gid)
     user = f"wfg{secrets.token_hex(4)}"
-    pillar = base_pillar(root, user, sshd_server)
+    pillar = base_pillar(root, user, sshd_server, minion_config["id"])
     # One loader for the module: the masterless mine lives in its cachedir.
     loaders = make_loaders(minion_config, pillar)
     loaders.opts["grains"]["webfarm"] = WEBFARM_GRAIN
@@ -298,10 +306,14 @@ def test_valid_change_goes_live_and_reloads_nagios(minion_config, env):
     pillar = with_services(
         env["pillar"], [{"description": "second", "check": "check_dummy 1 watch-it"}]
     )
-    ret = apply(env["loaders"], "nagios.server", pillar)
+    # The hosts' dispatcher runs only the checks of their table (written by nagios.client
+    # from the same pillar services), so the new check reaches the clients first, as in a
+    # highstate of the same pillar; the server alone would get "refused" (UNKNOWN) back.
+    ret = apply(env["loaders"], ["nagios.client", "nagios.server"], pillar)
     assert not failures(ret), failures(ret)
+    assert "watch-it" in (env["root"] / "lib" / "checks.json").read_text()
     assert {
-        "nagios-server-verify",
+        "nagios-client-check-table",
         "nagios-server-live-webfarm.cfg",
         "nagios-server-reload",
     } <= changed(ret)
@@ -318,28 +330,43 @@ def test_valid_change_goes_live_and_reloads_nagios(minion_config, env):
 # --- bad pillar: a clear failure, nothing changed --------------------------------------------
 
 
+GOOD_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB nagios@m"
+
+
 @pytest.mark.parametrize(
-    ("section", "key", "value", "message"),
+    ("path", "value", "message"),
     [
-        ("client", "plugins", ["negate"], "runs arbitrary commands"),
-        ("client", "plugins", ["check_nonexistent"], "not found in /usr/lib/nagios/plugins"),
-        ("client", "plugins", ["../../bin/sh"], "must be a plain file name"),
-        ("client", "from", ['127.0.0.1" ssh-rsa AAAA'], "is not an address or pattern"),
-        ("client", "pubkeys", ["ssh-ed25519 AAAA command=/bin/sh"], "not an OpenSSH public key"),
-        ("client", "home", "relative/home", "must be an absolute path"),
+        (("client", "plugins"), ["negate"], "runs arbitrary commands"),
+        (("client", "plugins"), ["check_nonexistent"], "not found in /usr/lib/nagios/plugins"),
+        (("client", "plugins"), ["../../bin/sh"], "must be a plain file name"),
+        (("monitors", "m1", "from"), ['127.0.0.1" ssh-rsa AAAA'], "not an IP address or CIDR"),
+        (("monitors", "m1", "from"), ["*"], "not an IP address or CIDR"),
+        (("monitors", "m1", "from"), ["!10.0.0.1"], "not an IP address or CIDR"),
+        (("monitors", "m1", "from"), ["10.0.0.0/8,127.0.0.1"], "not an IP address or CIDR"),
+        (("monitors", "m1", "from"), ["300.1.1.1"], "not an IP address or CIDR"),
+        (("monitors", "m1", "pubkey"), "ssh-ed25519 AAAA command=/bin/sh", "not an OpenSSH"),
+        (("monitors", "m1", "pubkey"), "", "no public key"),
+        (("monitors", "m*"), {"from": ["127.0.0.1"]}, "monitor id m* is not a minion id"),
+        (("client", "home"), "relative/home", "must be an absolute path"),
+        (("checks",), [{"plugin": "check_disk", "args": []}], "not in the allow-list"),
+        (("client", "limits"), {"cpu": "10; rm"}, "must be one of cpu"),
+        (("client", "sshd"), {"manage": False, "reload": "restart"}, "sshd:reload must be"),
     ],
 )
-def test_bad_client_pillar_fails_cleanly(minion_config, testmode, section, key, value, message):
+def test_bad_client_pillar_fails_cleanly(minion_config, testmode, path, value, message):
     root = short_tmpdir("wfb-")
     user = f"wfb{secrets.token_hex(4)}"
     try:
         pillar = base_pillar(root, user, SimpleNamespace(port=22, known_hosts_line="x"))
-        pillar["nagios"]["client"]["pubkeys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB nagios@m"]
-        pillar["nagios"][section][key] = value
+        pillar["nagios"]["monitors"] = {"m1": {"from": ["127.0.0.1"], "pubkey": GOOD_KEY}}
+        where = pillar["nagios"]
+        for key in path[:-1]:
+            where = where[key]
+        where[path[-1]] = value
         ret = apply_once(minion_config, "nagios.client", pillar, test=testmode)
         (only,) = ret.values()
         assert only["result"] is False
-        assert message in only["comment"]
+        assert message in only["comment"], only["comment"]
         assert only["changes"] == {}
         assert not (root / "lib").exists() and not (root / "home").exists()
         assert subprocess.run(["id", user], capture_output=True).returncode != 0
@@ -363,7 +390,7 @@ def test_bad_server_pillar_fails_cleanly(minion_config, testmode, services, mess
     try:
         pillar = base_pillar(root, "wfbnobody", SimpleNamespace(port=22, known_hosts_line="x"))
         pillar["nagios"]["server"]["services"] = {"*": services}
-        pillar["nagios"]["server"]["hosts_from_mine"] = False
+        pillar["nagios"]["server"]["hosts_from_topology"] = False
         pillar["nagios"]["server"]["hosts"] = {"web1": {"address": "127.0.0.1", "roles": ["web"]}}
         ret = apply_once(minion_config, "nagios.server", pillar, test=testmode)
         (only,) = ret.values()
@@ -374,16 +401,20 @@ def test_bad_server_pillar_fails_cleanly(minion_config, testmode, services, mess
 
 
 def test_client_without_key_or_monitor_address_fails_cleanly(minion_config):
+    """A monitor the pillar names but gives no address, and that published no key."""
     root = short_tmpdir("wfb-")
     try:
         pillar = base_pillar(root, "wfbnobody", SimpleNamespace(port=22, known_hosts_line="x"))
-        pillar["nagios"]["client"]["from"] = []
-        pillar["nagios"]["monitor_target"] = "no-such-monitor"
+        pillar["nagios"]["monitors"] = {"no-such-monitor": {}}
         ret = apply_once(minion_config, "nagios.client", pillar)
         (only,) = ret.values()
         assert only["result"] is False
-        assert "no monitoring host address" in only["comment"]
-        assert "no monitoring public key" in only["comment"]
+        assert "monitor no-such-monitor: no source address" in only["comment"]
+        assert "monitor no-such-monitor: no public key" in only["comment"]
+        pillar["nagios"]["monitors"] = {}
+        ret = apply_once(minion_config, "nagios.client", pillar)
+        (only,) = ret.values()
+        assert only["result"] is False and "no monitoring host" in only["comment"]
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -393,15 +424,22 @@ def test_example_pillar_renders_the_production_layout(minion_config, repo_root):
     import yaml
 
     pillar = yaml.safe_load((repo_root / "pillar" / "nagios.sls").read_text())
-    pillar["nagios"]["server"]["hosts"] = {
-        "web-s1-f1-m1": {"address": "10.77.1.11", "roles": ["web"]}
-    }
+    pillar.update(yaml.safe_load((repo_root / "pillar" / "webfarm" / "topology.sls").read_text()))
     loaders = make_loaders(minion_config, pillar)
     try:
         low = loaders.modules.state.show_sls("nagios.server")
+        client = loaders.modules.state.show_sls("nagios.client")
     finally:
         loaders.reset_state()
     assert isinstance(low, dict), low
+    # every host of the topology, at its pillar address (nothing from the mine here)
+    hosts = low["nagios-server-hosts-list"]["file"]
+    listed = next(d["contents"] for d in hosts if "contents" in d).split()
+    assert {"web-s1-f1-m1", "lb-s2", "db-replica", "monitor", "logstore"} <= set(listed)
+    # the client trusts the topology's monitor only: its address; its key from its mine
+    assert isinstance(client, dict) and "nagios-client-pillar" in client, client
+    comment = str(client["nagios-client-pillar"]["test"])
+    assert "monitor monitor: no public key" in comment and "no source address" not in comment
     assert "running" in low["nagios-server-service"]["service"]
     cron = low["nagios-server-cleaner-cron"]["cron"]
     assert {"user": "nagios"} in cron
