@@ -193,7 +193,7 @@ vrrp_instance primary {{
 {peers}
     }}
     virtual_ipaddress {{
-        {vip}/24 dev dummy0
+        {vip}/32 dev lo
     }}
 }}
 """
@@ -203,8 +203,8 @@ def test_adverts_from_a_host_the_topology_does_not_name_are_ignored(wf18_vrrp_la
     """VRRPv3 has no password: a host outside the topology sends the primary instance's
     adverts (same router id and VIP, priority 254, unicast to both primary LBs). Without
     check_unicast_src the master would yield to it and drop the VIP; with it both LBs ignore
-    the adverts and the master keeps the VIP. (The rogue holds its copy of the VIP on a dummy
-    interface and answers no ARP for it on the lab's link, so only VRRP is tested.)"""
+    the adverts and the master keeps the VIP. (The rogue holds its copy of the VIP on its loopback
+    and answers no ARP for it on the lab's link (arp_ignore 1), so only VRRP is tested.)"""
     lab = wf18_vrrp_lab
     pb = lab.lbs["pb"]
     if pb.keepalived_pid() is None:  # run alone: start lb-pb's keepalived as the state would
@@ -216,8 +216,6 @@ def test_adverts_from_a_host_the_topology_does_not_name_are_ignored(wf18_vrrp_la
     def in_rogue(*argv):
         return run(["ip", "netns", "exec", rogue, *argv])
 
-    in_rogue("ip", "link", "add", "dummy0", "type", "dummy")
-    in_rogue("ip", "link", "set", "dummy0", "up")
     for conf in ("all", "eth0"):
         in_rogue("sysctl", "-q", "-w", f"net.ipv4.conf.{conf}.arp_ignore=1")
     peers = "\n".join(f"        {lab.lbs[n].address}" for n in ("pa", "pb"))
@@ -232,7 +230,7 @@ def test_adverts_from_a_host_the_topology_does_not_name_are_ignored(wf18_vrrp_la
     log.close()
     try:
         wait_for(
-            lambda: PRIMARY_VIP in in_rogue("ip", "-4", "addr", "show", "dummy0").stdout,
+            lambda: PRIMARY_VIP in in_rogue("ip", "-4", "addr", "show", "dev", "lo").stdout,
             10,
             "the rogue VRRP instance in MASTER state (sending its adverts)",
         )
