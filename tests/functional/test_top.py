@@ -18,8 +18,8 @@ COMMON = ["motd", "less", "nagios.client", "webfarm.role_check"]
 # minion id of the example topology -> (role, the SLS its top gives beyond COMMON)
 ROLES = {
     "web-s1-f1-m1": ("web", ["accesslog", "php.versions"]),
-    "lb-primary": ("lb-primary", ["haproxy"]),
-    "lb-s1": ("lb-site", ["haproxy"]),
+    "lb-primary": ("lb-primary", ["haproxy", "haproxy.sysctl", "haproxy.vrrp"]),
+    "lb-s1": ("lb-site", ["haproxy", "haproxy.sysctl", "haproxy.vrrp"]),
     "db-primary": ("db-primary", ["mysql.backup"]),
     "db-replica": ("db-replica", ["mysql.backup"]),
     "monitor": ("monitor", ["nagios.server"]),
@@ -198,18 +198,19 @@ def test_vrrp_v2_without_its_secret_fails_haproxy_vrrp_cleanly(minion, tmp_path)
     assert not conf.exists()
 
 
-def test_a_vip_in_the_topology_adds_sysctl_and_vrrp(minion, tmp_path):
+def test_only_a_vip_in_the_topology_adds_sysctl_and_vrrp(minion, tmp_path):
     loaders = minion("lb-s1", "lb-site")
-    # the top reads this minion's pillar: give the site a VIP through pillar_roots
+    assert top_of(loaders) == [*COMMON, "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
+    # site s2 has no VIP: its LB gets the tier alone
+    assert top_of(minion("lb-s2", "lb-site")) == [*COMMON, "haproxy"]
+    # the top reads the minion's pillar: give site s2 a VIP through pillar_roots
     extra = tmp_path / "operator-pillar" / "webfarm"
     extra.mkdir()
     topo = yaml.safe_load((REPO / "pillar" / "webfarm" / "topology.sls").read_text())
-    topo["webfarm"]["topology"]["sites"]["s1"]["vip"] = {"address": "10.77.1.100", "vrid": 72}
+    topo["webfarm"]["topology"]["sites"]["s2"]["vip"] = {"address": "10.77.2.100", "vrid": 73}
     (extra / "topology.sls").write_text(yaml.safe_dump(topo))
-    loaders.refresh_pillar()
-    assert top_of(loaders) == [*COMMON, "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
-    # the other site has no VIP: its LB gets the tier alone
-    assert top_of(minion("lb-s2", "lb-site")) == [*COMMON, "haproxy"]
+    lb_s2 = minion("lb-s2", "lb-site")
+    assert top_of(lb_s2) == [*COMMON, "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
 
 
 def test_policyroute_pillar_adds_routing(minion, tmp_path):
@@ -219,7 +220,7 @@ def test_policyroute_pillar_adds_routing(minion, tmp_path):
         (REPO / "pillar" / "top.sls").read_text().replace("# - policyroute", "- policyroute")
     )
     loaders.refresh_pillar()
-    assert top_of(loaders) == [*COMMON, "routing", "haproxy"]
+    assert top_of(loaders) == [*COMMON, "routing", "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
 
 
 def test_orch_cluster_renders_in_dependency_order(minion):
@@ -231,7 +232,7 @@ def test_orch_cluster_renders_in_dependency_order(minion):
         f"webfarm-answers-s{s}-f{f}-{m}" for s in (1, 2) for f in (1, 2) for m in (1, 2)
     ]
     wait = high["webfarm-answers-s1-f2-2"]["salt"]
-    assert {"tgt": "lb-s1"} in wait and {"arg": ["http://10.77.1.22:80/"]} in wait
+    assert {"tgt": "lb-s1,lb-s1b"} in wait and {"arg": ["http://10.77.1.22:80/"]} in wait
 
     def requires(sid):
         (state,) = (k for k in high[sid] if not k.startswith("__"))
