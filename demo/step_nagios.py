@@ -6,7 +6,10 @@ only run commands and only from the monitor's address. An sshd of the demo's own
 that host's namespace. ``salt://nagios/server`` on monitor writes the Nagios config
 (validated with ``nagios4 -v`` before it goes live), and a real nagios4 daemon in the
 monitor's namespace runs its ``check_by_ssh`` service on a 2-second interval: two checks,
-one ssh login (the ControlPersist master). Then two escapes are refused.
+one ssh login (the ControlPersist master). Then four escapes are refused by the check key's
+forced command (the dispatcher with the check allow-list): a shell, a file read, bash's
+``mapfile`` redirection and a plugin that is not a configured check (``check_log`` copying
+a file).
 """
 
 import pwd
@@ -19,7 +22,7 @@ from demo import netlab, salt_lab, topology
 from tests.support._nagios import client_pillar, parse_status, remove_user
 from tests.support.sshd import keygen
 
-TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the restricted user refuses escapes"
+TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the forced command refuses escapes"
 TARGET, MONITOR = "web-s1-f1-m1", "monitor"
 USER = "wfdemonag"
 SERVICE = "load"
@@ -240,17 +243,25 @@ def run():
         raise RuntimeError(
             f"{logins} logins for {len(checks)} checks: the ControlPersist master was not reused"
         )
+    copy = Path("/tmp/wfdemo-passwd-copy")  # where check_log would copy /etc/passwd
+    copy.unlink(missing_ok=True)
     escapes = {
         "ssh ... /bin/sh -c id": _ssh("/bin/sh", "-c", "id"),
         "ssh ... 'cat /etc/passwd'": _ssh("cat /etc/passwd"),
+        "ssh ... 'mapfile l </etc/passwd; printf %s \"${l[@]}\"'": _ssh(
+            'mapfile l </etc/passwd; printf %s "${l[@]}"'
+        ),
+        f"ssh ... check_log -F /etc/passwd -O {copy} -q x": _ssh(
+            "check_log", "-F", "/etc/passwd", "-O", str(copy), "-q", "x"
+        ),
     }
     for what, proc in escapes.items():
         said = (proc.stderr.strip().splitlines() or ["-"])[-1]
         print(f"    escape {what}: exit {proc.returncode}: {said}")
-        if proc.returncode == 0:
-            raise RuntimeError(f"the restricted user ran {what!r}: {proc.stdout.strip()}")
-        if proc.returncode == 255:
-            raise RuntimeError(f"ssh itself failed on {what!r} (not the shell refusing): {said}")
+        if proc.returncode == 0 or "root:" in proc.stdout or copy.exists():
+            raise RuntimeError(f"the check user ran {what!r}: {proc.stdout.strip()}")
+        if "webfarm-nagios-dispatch: refused: " not in said:
+            raise RuntimeError(f"{what!r} was not refused by the forced command: {said}")
     return (
         f"nagios4: {len(checks)} checks OK over 1 ssh login (ControlPersist); "
         f"{len(escapes)} escapes refused"

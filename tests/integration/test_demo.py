@@ -101,11 +101,13 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         )
         assert len(checks) == 2 and checks[0] != checks[1], checks
         assert "sshd logins for 2 checks: 1 (ControlPersist master reused)" in out
-        # refused by the restricted shell on the far side, not by ssh
-        assert "escape ssh ... /bin/sh -c id: exit 1: " in out
-        assert "restricted: cannot specify `/' in command names" in out
-        assert "escape ssh ... 'cat /etc/passwd': exit 127: " in out
-        assert "2 escapes refused" in out
+        # refused by the check key's forced command on the far side, not by ssh
+        refused = "exit 3: webfarm-nagios-dispatch: refused: "
+        assert f"escape ssh ... /bin/sh -c id: {refused}plugin '/bin/sh' is not allowed" in out
+        assert f"escape ssh ... 'cat /etc/passwd': {refused}plugin 'cat' is not allowed" in out
+        assert f"""printf %s "${{l[@]}}"': {refused}'<' in request""" in out
+        assert f"-q x: {refused}plugin 'check_log' is not allowed" in out
+        assert "4 escapes refused" in out
         # step 6: untested refused, preprod, the event started the rollout (sites at once),
         # the broken release rolled back, all under traffic with no failure or regression
         assert "-> 9 hosts on 1.0.0" in out
