@@ -28,7 +28,6 @@ import time
 import webfarm_events
 import webfarm_files
 import webfarm_haproxy
-import webfarm_trust
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
@@ -86,17 +85,9 @@ def topology():
         raise SaltInvocationError("pillar webfarm:topology is missing")
     try:
         if raw.get("from_mine"):
-            reported = __salt__["mine.get"](
+            mine = __salt__["trust.mine"](
                 raw.get("mine_target", "*"), raw.get("mine_function", "webfarm_grains")
             )
-            mine = webfarm_trust.trusted(reported, raw)
-            dropped = webfarm_trust.untrusted(reported, raw)
-            if dropped:
-                log.warning(
-                    "haproxy_tier: mine entries of %s ignored: pillar webfarm:topology does "
-                    "not name them in the role they claim",
-                    ", ".join(dropped),
-                )
             raw = {
                 **raw,
                 **webfarm_haproxy.topology_from_mine(
