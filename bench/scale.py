@@ -507,8 +507,10 @@ def wait_ping(client, ids, timeout):
     raise RuntimeError(f"minions did not answer within {timeout}s: {missing}")
 
 
-def pillar_render_512(base, fmt="yaml", n=N_512):
-    """Per-minion pillar render of the ``n``-minion topology, on the master's code path."""
+def pillar_render_512(base, fmt="yaml", n=N_512, by_role=False):
+    """Per-minion pillar render of the ``n``-minion topology, on the master's code path:
+    the bench's own pillar top, or (``by_role``) the repo's pillar/top.sls by role, whose
+    capability files also read the topology (pillar/webfarm/members.jinja, for secrets)."""
     import salt.config
 
     topology = cluster.cluster(*cluster.sized(n))
@@ -516,6 +518,8 @@ def pillar_render_512(base, fmt="yaml", n=N_512):
     root = Path(tempfile.mkdtemp(prefix=f"p{n}-", dir=base))
     try:
         pillar = write_pillar(root, topology, fmt)
+        if by_role:
+            (pillar / "top.sls").unlink()  # the repo's top (second in pillar_roots) then applies
         conf = master_conf(root, pillar, (free_port(), free_port()))
         opts = salt.config.master_config(str(conf))
         return pillar_render(opts, grains, sample=24)
@@ -655,6 +659,11 @@ def main(argv):
                 f"N={size}: {pillar_render_512(base, fmt, size)[0]:.3f} s" for size in (*ns, N_512)
             ]
             print(f"pillar render per minion, {fmt} topology: {', '.join(cells)}", flush=True)
+        cells = [
+            f"N={size}: {pillar_render_512(base, 'yaml', size, by_role=True)[0]:.3f} s"
+            for size in (*ns, N_512)
+        ]
+        print(f"pillar render per minion, the repo's by-role top: {', '.join(cells)}", flush=True)
         for n in ns:
             results.append(run_size(n, base))
     finally:
