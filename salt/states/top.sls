@@ -2,7 +2,7 @@
     gets motd, less, nagios.client and webfarm.role_check (fails a minion with an unknown or
     missing role). What depends on the host or on this minion's pillar is added here:
     gentoo.binhost (web) / gentoo.buildhost (preprod) where os_family is Gentoo, routing where
-    pillar policyroute is given, haproxy.sysctl + haproxy.vrrp on an LB whose tier has a VIP
+    pillar policyroute is given, haproxy.vrrp on an LB whose tier has a VIP
     in webfarm:topology (primary_vip, or sites:<site>:vip of the site whose lbs list this
     minion). The role only chooses what a minion applies to itself; farm, LB and monitoring
     membership comes from the pillar topology. -#}
@@ -18,8 +18,8 @@
 {%- set extras = {
     'web': ['gentoo.binhost'] if gentoo else [],
     'preprod': ['gentoo.buildhost'] if gentoo else [],
-    'lb-primary': ['haproxy.sysctl', 'haproxy.vrrp'] if (topo.get('primary_vip') or {}).get('address') else [],
-    'lb-site': ['haproxy.sysctl', 'haproxy.vrrp'] if site_vip else [],
+    'lb-primary': ['haproxy.vrrp'] if (topo.get('primary_vip') or {}).get('address') else [],
+    'lb-site': ['haproxy.vrrp'] if site_vip else [],
 } %}
 base:
   '*':

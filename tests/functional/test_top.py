@@ -198,11 +198,11 @@ def test_vrrp_v2_without_its_secret_fails_haproxy_vrrp_cleanly(minion, tmp_path)
     assert not conf.exists()
 
 
-def test_only_a_vip_in_the_topology_adds_sysctl_and_vrrp(minion, tmp_path):
+def test_only_a_vip_in_the_topology_adds_vrrp(minion, tmp_path):
     loaders = minion("lb-s1", "lb-site")
     assert top_of(loaders) == [*COMMON, "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
-    # site s2 has no VIP: its LB gets the tier alone
-    assert top_of(minion("lb-s2", "lb-site")) == [*COMMON, "haproxy"]
+    # site s2 has no VIP: its LB gets the tier and its tuning, no keepalived
+    assert top_of(minion("lb-s2", "lb-site")) == [*COMMON, "haproxy", "haproxy.sysctl"]
     # the top reads the minion's pillar: give site s2 a VIP through pillar_roots
     extra = tmp_path / "operator-pillar" / "webfarm"
     extra.mkdir()
