@@ -18,6 +18,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import yaml
+
 from demo import netlab, salt_lab, topology
 from tests.support._nagios import client_pillar, parse_status, remove_user
 from tests.support.sshd import keygen
@@ -31,6 +33,14 @@ NAGIOS = "/usr/sbin/nagios4"
 SSHD = "/usr/sbin/sshd"
 # ssh binds ControlPath plus 17 characters; a Unix socket path must fit 108 bytes.
 CONTROL_DIR = Path("/run/wfdemo-nagios")
+# The repo's pillar (pillar/top.sls gives nagios.sls to every minion) has services per role;
+# the demo runs only its own check, so it empties every role's list in its host pillar.
+ROLES = yaml.safe_load((topology.REPO / "salt" / "states" / "webfarm" / "roles.yaml").read_text())
+
+
+def _only(services):
+    """``nagios:server:services`` with ``services`` for every host and none per role."""
+    return {"*": services, **{role: [] for role in ROLES}}
 
 
 def _address(minion_id):
@@ -100,7 +110,7 @@ def _server_pillar(known_hosts_line):
         "hosts_from_topology": False,
         "known_hosts_from_mine": False,
         "hosts": {TARGET: {"address": _address(TARGET), "roles": ["web"], "port": 22}},
-        "services": {"*": [{"description": SERVICE, "check": CHECK}]},
+        "services": _only([{"description": SERVICE, "check": CHECK}]),
     }
 
 
@@ -109,6 +119,14 @@ def pillar():
     the monitor's ssh key under its dir, the demo sshd's host key under TARGET's."""
     pubkey = _keygen(_key(), "wfdemo-monitor")
     kind, host_key = _keygen(_host_key(), "wfdemo-sshd").split()[:2]
+    client = client_pillar(
+        _client_dir(),
+        USER,
+        pubkey,
+        sources=[_address(MONITOR)],
+        plugins=["check_dummy", "check_load"],
+    )
+    client["nagios"]["server"]["services"] = _only([])
     return {
         MONITOR: {
             "nagios": {
@@ -116,13 +134,7 @@ def pillar():
                 "server": _server_pillar(f"{_address(TARGET)} {kind} {host_key}"),
             }
         },
-        TARGET: client_pillar(
-            _client_dir(),
-            USER,
-            pubkey,
-            sources=[_address(MONITOR)],
-            plugins=["check_dummy", "check_load"],
-        ),
+        TARGET: client,
     }
 
 

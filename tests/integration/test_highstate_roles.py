@@ -10,7 +10,7 @@ mysql.backup, which without pillar/secrets/db.sls must fail and schedule nothing
 
 import pytest
 
-from tests.support.salt_daemons import REPO
+from tests.support.salt_daemons import REPO, stop_and_forget
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -21,8 +21,11 @@ NOROLE = "norole-1"
 @pytest.fixture(scope="module")
 def norole_minion(salt_master, salt_minions):
     factory = salt_master.salt_minion_daemon(NOROLE, overrides={"grains": {"os_family": "Debian"}})
-    with factory.started():
+    factory.start()
+    try:
         yield factory
+    finally:
+        stop_and_forget(salt_master, factory)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_a_minion_without_a_role_fails_naming_the_grain_and_converges_the_rest(
         failed = _failed(ret.data)
         assert sorted(failed) == ["nagios-client-pillar", "webfarm-role-check"], failed
         assert failed["webfarm-role-check"].startswith("grain webfarm:role is missing; set it")
-        assert "no monitoring public key" in failed["nagios-client-pillar"]
+        assert "monitor monitor: no public key" in failed["nagios-client-pillar"]
     assert any(v["changes"] for v in first.data.values())
     changed = [v["__id__"] for v in second.data.values() if v["changes"]]
     assert changed == [], f"second highstate changed {changed}"

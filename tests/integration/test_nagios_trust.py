@@ -9,7 +9,7 @@ only (docs/trust.md). Rendering (``state.show_sls``) changes nothing on the host
 
 import pytest
 
-from tests.support.salt_daemons import webfarm_grains
+from tests.support.salt_daemons import stop_and_forget, webfarm_grains
 from tests.support.sshd import keygen
 
 pytestmark = pytest.mark.timeout(600)
@@ -43,7 +43,7 @@ def monitors(salt_master, salt_minions, salt_cli, tmp_path_factory):
         yield keys
     finally:
         for factory in started:
-            factory.terminate()
+            stop_and_forget(salt_master, factory)
 
 
 def test_a_minion_claiming_the_monitor_role_gets_no_key_authorized(salt_cli, monitors):

@@ -69,6 +69,14 @@ def salt_master(salt_factories, pillar_overrides):
         yield factory
 
 
+def stop_and_forget(salt_master, factory):
+    """Stop a minion a module started and delete its key (and cached data) on the session's
+    master, so the later tests' ``salt '*'`` does not wait for a minion that is gone."""
+    factory.terminate()
+    ret = salt_master.salt_key_cli().run("-d", factory.id, "-y")
+    assert ret.returncode == 0, ret
+
+
 SMOKE_MINIONS = {
     "web-s1-f1-m1": webfarm_grains("web", "s1", "f1", 1),
     "web-s1-f2-m1": webfarm_grains("web", "s1", "f2", 1),
