@@ -459,22 +459,21 @@ def test_sshd_dropin_was_checked_and_is_live(check_host):
     assert any(line.startswith(f"forcecommand {DISPATCH} ") for line in effective)
 
 
+def _copy_client_options(check_host):
+    """sftp/scp options (both take ``-P``) to log in as the check user with the monitor's key."""
+    return [
+        "-F", "/dev/null", "-P", str(check_host["sshd"].port), "-i", str(check_host["key"]),
+        "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={check_host['known_hosts']}",
+    ]  # fmt: skip
+
+
 def test_internal_sftp_refused(check_host):
     """sshd has ``Subsystem sftp internal-sftp``, which never runs the login shell."""
     dest = check_host["root"] / "fetched-sftp"
     assert "Subsystem sftp internal-sftp" in check_host["sshd"].config.read_text()
     argv = [
         "sftp",
-        "-F",
-        "/dev/null",
-        "-P",
-        str(check_host["sshd"].port),
-        "-i",
-        str(check_host["key"]),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"UserKnownHostsFile={check_host['known_hosts']}",
+        *_copy_client_options(check_host),
         "-b",
         "-",
         f"{check_host['user']}@127.0.0.1",
@@ -499,16 +498,7 @@ def test_scp_refused(check_host, mode):
     argv = [
         "scp",
         *mode,
-        "-F",
-        "/dev/null",
-        "-P",
-        str(check_host["sshd"].port),
-        "-i",
-        str(check_host["key"]),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"UserKnownHostsFile={check_host['known_hosts']}",
+        *_copy_client_options(check_host),
         f"{check_host['user']}@127.0.0.1:/etc/passwd",
         str(dest),
     ]
