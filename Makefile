@@ -10,7 +10,7 @@ install:
 	@bash scripts/install.sh
 
 test: install
-	$(PYTEST) -p no:cacheprovider tests/unit tests/functional tests/integration
+	$(PYTEST) -p no:cacheprovider --durations=30 tests/unit tests/functional tests/integration
 
 test-fast: install
 	$(PYTEST) -p no:cacheprovider tests/unit tests/functional
