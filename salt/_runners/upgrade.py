@@ -471,7 +471,7 @@ def preprod(
 ):
     """
     Test a release on the preproduction servers (grain ``webfarm:role: preprod``, one per
-    hw-profile): deploy it (``farm.upgrade_step``: release or OS packages, HTTP health, the
+    hw-profile, each named ``preprod`` by the master's ``webfarm:topology``): deploy it (``farm.upgrade_step``: release or OS packages, HTTP health, the
     release's check command from pillar), record the outcome per hw-profile on the master and
     fire ``webfarm/release/tested`` with it. A production rollout needs ``ok`` on every
     hw-profile its members use.
@@ -487,7 +487,8 @@ def preprod(
         opts = webfarm_upgrade.options(kind, version)
         if opts["version"] is None:
             raise webfarm_upgrade.PlanError([f"a {kind} test needs a version (a release label)"])
-        hosts = webfarm_upgrade.preprod_hosts(_grains(tgt, timeout=60))
+        grains = _trusted_grains(_grains(tgt, timeout=60), _master_topology())
+        hosts = webfarm_upgrade.preprod_hosts(grains)
     except (webfarm_upgrade.PlanError, salt.exceptions.SaltException) as exc:
         __context__["retcode"] = 1
         return {"result": False, "comment": f"cannot test {kind} {version} on preprod: {exc}"}

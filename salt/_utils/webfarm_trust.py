@@ -15,6 +15,7 @@ ROLE_KEYS = (
     ("primary_lb", "lb-primary"),
     ("monitor", "monitor"),
     ("logstore", "logstore"),
+    ("preprod", "preprod"),
 )
 
 
@@ -47,7 +48,7 @@ def topology_roles(topology, _addresses=None):
 
     Looked at: ``primary_lb`` (lb-primary), ``sites.<s>.lbs`` (lb-site),
     ``sites.<s>.farms.<f>.members`` (web), ``db.primary``/``db.replicas``, ``monitor``,
-    ``logstore`` (an entry or a list of entries with an ``id``), and ``minions``: a mapping
+    ``logstore``, ``preprod`` (an entry or a list of entries with an ``id``), and ``minions``: a mapping
     ``{minion_id: role or [roles]}`` that names minions for mine mode, where the rest of the
     topology comes from the mine.
     """

@@ -193,7 +193,9 @@ def preprod_hosts(grains):
     if errors:
         raise PlanError(errors)
     if not out:
-        raise PlanError(["no preprod server found (grain webfarm:role=preprod)"])
+        raise PlanError(
+            ["no preprod server found (grain webfarm:role=preprod, named by webfarm:topology)"]
+        )
     return out
 
 

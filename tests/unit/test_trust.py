@@ -2,6 +2,7 @@
 claims a role the pillar does not give it, is dropped."""
 
 import webfarm_trust
+import webfarm_upgrade
 
 TOPOLOGY = {
     "primary_lb": [{"id": "lb-primary", "address": "10.0.0.10"}],
@@ -13,6 +14,7 @@ TOPOLOGY = {
     },
     "db": {"primary": {"id": "db1"}, "replicas": [{"id": "db2"}]},
     "monitor": {"id": "mon", "address": "10.0.0.30"},
+    "preprod": [{"id": "pp1", "hw_profile": "generic-x86_64"}],
     "minions": {"web2": "web"},
 }
 
@@ -21,7 +23,7 @@ def test_topology_roles_and_addresses():
     roles = webfarm_trust.topology_roles(TOPOLOGY)
     assert roles == {
         "lb-primary": {"lb-primary"}, "lb-s1": {"lb-site"}, "web1": {"web"}, "db1": {"db-primary"},
-        "db2": {"db-replica"}, "mon": {"monitor"}, "web2": {"web"},
+        "db2": {"db-replica"}, "mon": {"monitor"}, "pp1": {"preprod"}, "web2": {"web"},
     }  # fmt: skip
     assert webfarm_trust.topology_addresses(TOPOLOGY)["mon"] == "10.0.0.30"
     assert webfarm_trust.topology_roles(None) == {}
@@ -40,3 +42,15 @@ def test_rogue_minions_are_dropped():
     assert webfarm_trust.untrusted(mine, TOPOLOGY) == ["db1", "rogue"]
     assert webfarm_trust.trusted(mine, {}) == {}
     assert webfarm_trust.trusted("junk", TOPOLOGY) == {}
+
+
+def test_a_minion_that_claims_preprod_gets_no_release():
+    """upgrade.preprod deploys to the preprod servers its grains report, after this filter."""
+    grains = {
+        "pp1": {"webfarm": {"role": "preprod", "hw_profile": "generic-x86_64"}},
+        "rogue": {"webfarm": {"role": "preprod", "hw_profile": "epyc-7003"}},
+        "web1": {"webfarm": {"role": "preprod", "hw_profile": "xeon-e5"}},  # named as web
+    }
+    kept = webfarm_trust.trusted(grains, TOPOLOGY)
+    assert webfarm_upgrade.preprod_hosts(kept) == {"generic-x86_64": "pp1"}
+    assert webfarm_trust.untrusted(grains, TOPOLOGY) == ["rogue", "web1"]
