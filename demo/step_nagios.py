@@ -9,9 +9,12 @@ monitor's namespace runs its ``check_by_ssh`` service on a 2-second interval: tw
 one ssh login (the ControlPersist master). Then four escapes are refused by the check key's
 forced command (the dispatcher with the check allow-list): a shell, a file read, bash's
 ``mapfile`` redirection and a plugin that is not a configured check (``check_log`` copying
-a file).
+a file). Last, web-s1-f1-m2 claims the monitor role (its grains say ``webfarm:role:
+monitor`` and it publishes its own key to the mine): a grain match on the mine finds it, but
+``nagios.client`` authorizes only the key the pillar names, so its login is refused.
 """
 
+import contextlib
 import pwd
 import shutil
 import subprocess
@@ -26,6 +29,8 @@ from tests.support.sshd import keygen
 
 TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the forced command refuses escapes"
 TARGET, MONITOR = "web-s1-f1-m1", "monitor"
+ROGUE = "web-s1-f1-m2"  # a minion that claims the monitor role for a moment
+MINE_KEY = "webfarm_nagios_pubkey"  # the mine function a monitor's key is published under
 USER = "wfdemonag"
 SERVICE = "load"
 CHECK = "check_load -w 1000,1000,1000 -c 2000,2000,2000"
@@ -148,6 +153,8 @@ def cleanup():
         )  # fmt: skip
     salt_lab.stop_pids(salt_lab.processes_naming(CONTROL_DIR), timeout=5)  # sockets gone
     shutil.rmtree(CONTROL_DIR, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        _rogue_dropin().unlink()
     try:
         entry = pwd.getpwnam(USER)
     except KeyError:
@@ -229,6 +236,92 @@ def _ssh(*extra):
     return _in_monitor([*argv, _address(TARGET), *extra])
 
 
+def _rogue_dropin():
+    return salt_lab.minion_conf_dir(ROGUE) / "minion.d" / "wfdemo-rogue.conf"
+
+
+def _rogue_key():
+    return salt_lab.host_root(ROGUE) / "rogue" / "id_ed25519"
+
+
+def _monitor_keys_by_grain():
+    """What a grain match on the mine finds, as TARGET sees it: ``{minion: key}``."""
+    return salt_lab.call(TARGET, "mine.get", "webfarm:role:monitor", MINE_KEY, "grain")
+
+
+def _master_sees_role(role, timeout=30):
+    """Wait until the master's grains cache has ROGUE in ``role`` (grain targeting and mine
+    grain matches use that cache; a minion's grains reach it with its pillar refresh)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        cached = salt_lab.salt_run("cache.grains", f"tgt={ROGUE}", timeout=30).get(ROGUE) or {}
+        if (cached.get("webfarm") or {}).get("role") == role:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the master's grains cache has {ROGUE} as {cached.get('webfarm')}")
+        time.sleep(0.5)
+
+
+def _restore_rogue():
+    """ROGUE's own grains back (the drop-in removed, grains refreshed, the master's cache
+    updated before the next step targets web members by grain), its key out of the mine."""
+    with contextlib.suppress(OSError):
+        _rogue_dropin().unlink()
+    salt_lab.salt(ROGUE, "saltutil.refresh_grains", timeout=60)
+    salt_lab.salt(ROGUE, "mine.delete", MINE_KEY, timeout=60)
+    _master_sees_role("web")
+
+
+def _rogue_monitor():
+    """ROGUE claims the monitor role and publishes its key; the check user refuses that key.
+    Returns the lines to print; raises if the rogue is trusted anywhere."""
+    host = next(h for h in topology.hosts() if h.id == ROGUE)
+    pubkey = _keygen(_rogue_key(), "rogue@" + ROGUE)
+    claimed = {**host.grains, "webfarm": {**host.grains["webfarm"], "role": "monitor"}}
+    _rogue_dropin().parent.mkdir(parents=True, exist_ok=True)
+    _rogue_dropin().write_text(yaml.safe_dump({"grains": claimed}))
+    lines = [
+        f"    {ROGUE} claims the monitor role: grains webfarm:role: monitor, its key in the mine"
+    ]
+    try:
+        salt_lab.call(ROGUE, "saltutil.refresh_grains", want=bool, timeout=60)
+        salt_lab.call(ROGUE, "mine.send", MINE_KEY, "mine_function=file.read",
+                      f"{_rogue_key()}.pub", want=bool, timeout=60)  # fmt: skip
+        _master_sees_role("monitor")
+        found = _monitor_keys_by_grain()
+        if found.get(ROGUE, "").strip() != pubkey:
+            raise RuntimeError(f"the rogue's claim did not reach the mine: {found!r}")
+        lines.append(f"    $ salt {TARGET} mine.get webfarm:role:monitor {MINE_KEY} grain")
+        lines += [f"      -> {minion}" for minion in sorted(found)]
+        states = salt_lab.apply_state([TARGET], "nagios.client")[TARGET]
+        changed = sorted(s.get("__id__", "?") for s in states.values() if s.get("changes"))
+        keys = (Path(_client_dir()) / "home" / ".ssh" / "authorized_keys").read_text()
+        authorized = [line for line in keys.splitlines() if line and not line.startswith("#")]
+        if changed or any(pubkey.split()[1] in line for line in authorized):
+            raise RuntimeError(f"nagios.client followed the rogue: changed {changed}, {keys!r}")
+        lines.append(
+            f"    {TARGET}: state.apply nagios.client again: {len(states)} states, "
+            f"{len(changed)} changed; authorized_keys holds {len(authorized)} key (the pillar's "
+            "monitor key), not the rogue's"
+        )
+        login = subprocess.run(
+            netlab.exec_argv(netlab.PREFIX + ROGUE, [
+                "ssh", "-F", "/dev/null", "-i", str(_rogue_key()), "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+                "-l", USER, _address(TARGET), CHECK.split()[0],
+            ]),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        said = (login.stderr.strip().splitlines() or ["-"])[-1]
+        if login.returncode == 0 or "Permission denied" not in said:
+            raise RuntimeError(f"the rogue's key logged in as {USER}: {login.returncode} {said}")
+        lines.append(f"    {ROGUE}'s key as {USER}: exit {login.returncode}: {said}")
+    finally:
+        _restore_rogue()
+    return lines
+
+
 def run():
     """Client SLS, sshd, server SLS, nagios4: two checks over one master; escapes; summary."""
     cleanup()
@@ -274,7 +367,9 @@ def run():
             raise RuntimeError(f"the check user ran {what!r}: {proc.stdout.strip()}")
         if "webfarm-nagios-dispatch: refused: " not in said:
             raise RuntimeError(f"{what!r} was not refused by the forced command: {said}")
+    for line in _rogue_monitor():
+        print(line)
     return (
         f"nagios4: {len(checks)} checks OK over 1 ssh login (ControlPersist); "
-        f"{len(escapes)} escapes refused"
+        f"{len(escapes)} escapes refused; a minion claiming the monitor role was not trusted"
     )

@@ -108,6 +108,17 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert f"""printf %s "${{l[@]}}"': {refused}'<' in request""" in out
         assert f"-q x: {refused}plugin 'check_log' is not allowed" in out
         assert "4 escapes refused" in out
+        # a minion that claims the monitor role: the mine's grain match finds it, nothing trusts it
+        assert (
+            "    $ salt web-s1-f1-m1 mine.get webfarm:role:monitor webfarm_nagios_pubkey grain\n"
+            "      -> web-s1-f1-m2\n" in out
+        )
+        assert re.search(
+            r"nagios.client again: \d+ states, 0 changed; authorized_keys holds 1 key", out
+        )
+        assert "web-s1-f1-m2's key as wfdemonag: exit 255: " in out
+        assert "Permission denied (publickey)" in out
+        assert "a minion claiming the monitor role was not trusted" in out
         # step 6: untested refused, preprod, the event started the rollout (sites at once),
         # the broken release rolled back, all under traffic with no failure or regression
         assert "-> 9 hosts on 1.0.0" in out
