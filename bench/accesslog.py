@@ -199,7 +199,7 @@ def main():
         )
 
         print(f"parse + ship into SecantusDB ({args.store_lines:,} lines, real shipper process):")
-        from tests.support.mongo import MongoServer
+        from lab.mongo import MongoServer
 
         server = MongoServer(work / "mongo" / "data").start()
         try:

@@ -6,7 +6,7 @@ Anchors (issue 6):
 2. time to drain a farm of 16 through the runtime API (haproxy_tier.drain);
 3. requests/s with wrk through both tiers vs straight to one backend (overhead ratio).
 
-Anchors (issue 18), in network namespaces (tests/support/haproxy_vrrp_lab.py: two LBs per
+Anchors (issue 18), in network namespaces (lab/haproxy_vrrp_lab.py: two LBs per
 tier sharing a VIP by keepalived, a client and a flood namespace; needs root, keepalived,
 hping3):
 4. new connections/s (`Connection: close`) direct, through one tier, through both tiers, and
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import webfarm_haproxy as wh  # noqa: E402
 
-from tests.support._net import free_port  # noqa: E402
+from lab.net import free_port  # noqa: E402
 
 RUNS = 3
 WRK_SECONDS = 5
@@ -367,7 +367,7 @@ def set_sysctls(lab, names, values):
 
 def restart_tier(lab, names):
     """Restart the HAProxy of each LB (backup first) so new listen backlogs take effect."""
-    from tests.support.haproxy_vrrp_lab import wait_for
+    from lab.haproxy_vrrp_lab import wait_for
 
     master = next(n for n in names if lab.lbs[n].holds_vip())
     for name in sorted(names, key=lambda n: n == master):
@@ -382,7 +382,7 @@ def flood_round(lab, target, seconds=5, threads=4):
     """Real connections (GET, Connection: close) from the client while hping3 floods."""
     import threading
 
-    from tests.support.haproxy_vrrp_lab import in_netns
+    from lab.haproxy_vrrp_lab import in_netns
 
     flood = subprocess.Popen(
         ["ip", "netns", "exec", f"{lab.prefix}-flood", "hping3", "--flood", "-S",
@@ -471,7 +471,7 @@ def bench_vrrp(directory):
     if os.geteuid() != 0 or not all(shutil.which(t) for t in ("keepalived", "hping3", "curl")):
         print("4-6. skipped: need root, keepalived, hping3 and curl (scripts/apt-packages.txt)")
         return
-    from tests.support import haproxy_vrrp_lab as vl
+    from lab import haproxy_vrrp_lab as vl
 
     lab = vl.VrrpLab(Path(directory) / "vrrp", f"wf18b{os.getpid() % 10000}",
                      hosts=("client", "flood"), fast=True)  # fmt: skip

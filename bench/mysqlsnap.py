@@ -1,6 +1,6 @@
 """Benchmark: mysqlsnap vs mariabackup on the same replica under the same write load.
 
-Starts the MariaDB lab of tests/support/mariadb.py (primary + GTID replica, replica datadir on
+Starts the MariaDB lab of lab/mariadb.py (primary + GTID replica, replica datadir on
 btrfs on a loop device), seeds it, keeps a writer inserting into the primary, and measures in
 one run, side by side:
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "salt" / "_utils"))
 import pymysql  # noqa: E402
 import webfarm_mysqlsnap as logic  # noqa: E402
 
-from tests.support.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
+from lab.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
 
 
 def load_module():

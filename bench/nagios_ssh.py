@@ -1,7 +1,7 @@
 """Per-check latency and CPU: check_by_ssh with ControlPersist vs a fresh ssh each time vs NRPE.
 
 Standalone (run from the repo root as root: ``.venv/bin/python bench/nagios_ssh.py``). Sets up,
-on loopback only: an sshd of its own (tests/support/sshd.py), the restricted check user by
+on loopback only: an sshd of its own (lab/sshd.py), the restricted check user by
 applying ``nagios/client`` with ``salt-call --local``, and nagios-nrpe-server with its own
 config. Every mode runs the same plugin (check_load) ROUNDS x CHECKS times, sequentially.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support._nagios import client_pillar, remove_user  # noqa: E402
-from tests.support.sshd import Sshd, free_port, keygen, short_tmpdir, ssh_masters  # noqa: E402
+from lab.nagios import client_pillar, remove_user  # noqa: E402
+from lab.sshd import Sshd, free_port, keygen, short_tmpdir, ssh_masters  # noqa: E402
 
 PLUGINS = "/usr/lib/nagios/plugins"
 CHECK = "check_load -w 1000,1000,1000 -c 2000,2000,2000"

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "salt" / "_utils")]
 
-from tests.support.netns import NetnsLab, ip, unique_prefix  # noqa: E402
+from lab.netns import NetnsLab, ip, unique_prefix  # noqa: E402
 
 TABLES = 10
 SOURCES_PER_TABLE = 100

@@ -37,7 +37,7 @@ DRAIN_512 = 60.0
 
 
 def test_bench_upgrade(upgrade_lab):
-    from tests.support.upgrade_lab import build_release, orchestrate_report
+    from lab.upgrade import build_release, orchestrate_report
 
     for version in ROLLOUTS:
         build_release(upgrade_lab.dist, version)

@@ -2,7 +2,7 @@
 
 Right after step 1 (which started keepalived on both primary LBs with ``state.apply
 haproxy.vrrp``): six cookie-keeping sessions run through the primary tier's VIP from the
-master's namespace (``python -m demo.httpapp sticky``), the VIP's current holder gets its
+master's namespace (``python -m lab.httpapp sticky``), the VIP's current holder gets its
 HAProxy killed with SIGKILL (master and worker: a crashed HAProxy), keepalived's check on
 that LB fails, and the other primary LB takes the VIP. The step prints how long the VIP did
 not answer, how many requests failed, and how many sessions kept their SITEID and FARMID
@@ -58,7 +58,7 @@ def _kill_haproxy(minion_id):
 
 def _traffic(vip, stop_file):
     argv = [
-        sys.executable, "-m", "demo.httpapp", "sticky", "--host", vip["address"],
+        sys.executable, "-m", "lab.httpapp", "sticky", "--host", vip["address"],
         "--port", str(vip["port"]), "--stop-file", str(stop_file), "--sessions", str(SESSIONS),
     ]  # fmt: skip
     return subprocess.Popen(

@@ -1,6 +1,6 @@
 """Step 1: the HAProxy tiers up through ``salt://haproxy``, and sticky client sessions.
 
-Every web member runs :mod:`demo.httpapp` in its namespace on its topology address; the
+Every web member runs :mod:`lab.httpapp` in its namespace on its topology address; the
 site LBs and the primary LBs get configs rendered and HAProxy started by the haproxy SLS on
 their minions, then ``haproxy.vrrp`` starts keepalived on the LBs of each tier with a VIP
 (the primary tier, site s1), so each VIP is held by one of its LBs. A client in the
@@ -101,7 +101,7 @@ def start_backends(hosts):
         pidfile = salt_lab.host_root(host.id) / "run" / "httpapp.pid"
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "demo.httpapp", "serve", "--address", host.address,
+            sys.executable, "-m", "lab.httpapp", "serve", "--address", host.address,
             "--site", where["site"], "--farm", where["farm"], "--member", str(where["member"]),
             "--pidfile", str(pidfile), "--access-log", str(access_log(host.id)),
             "--app-root", str(salt_lab.app_root(host.id)),
@@ -116,7 +116,7 @@ def client_sessions(sessions=SESSIONS, requests=REQUESTS, path="/", netns=salt_l
     """Cookie-keeping sessions against the primary LB from ``netns``; per-session dicts."""
     lb = topology.load()["primary_lb"][0]
     argv = [
-        sys.executable, "-m", "demo.httpapp", "sessions", "--host", lb["address"],
+        sys.executable, "-m", "lab.httpapp", "sessions", "--host", lb["address"],
         "--port", str(lb["port"]), "--path", path, "--sessions", str(sessions),
         "--requests", str(requests),
     ]  # fmt: skip

@@ -6,14 +6,14 @@ copy of the mount table, so the btrfs must be mounted first): a btrfs on a loop 
 db-replica (10.77.0.21) with the replica's datadir in a btrfs subvolume, GTID replication
 between them over the lab network. :func:`run` keeps a writer inserting into the primary
 while ``salt db-replica mysqlsnap.backup`` runs, then ``mysqlsnap.verify`` on the result.
-The server helpers are the test suite's (tests/support/mariadb.py), so both run the same lab.
+The server helpers are lab/mariadb.py, which the tests also use, so both run the same lab.
 """
 
 import subprocess
 import time
 
 from demo import netlab, salt_lab, topology
-from tests.support import mariadb
+from lab import mariadb
 
 TITLE = "step 3: snapshot backup of db-replica under write load (salt db-replica mysqlsnap.backup)"
 PRIMARY, REPLICA = "db-primary", "db-replica"
@@ -27,7 +27,7 @@ def _db_dir():
 
 def _paths():
     base = _db_dir()
-    mount = base / "btrfs"  # tests/support/mariadb.py's layout
+    mount = base / "btrfs"  # lab/mariadb.py's layout
     return {
         "base": base,
         "run": base / "run",

@@ -24,8 +24,8 @@ from pathlib import Path
 import yaml
 
 from demo import netlab, salt_lab, topology
-from tests.support._nagios import client_pillar, parse_status, remove_user
-from tests.support.sshd import keygen
+from lab.nagios import client_pillar, parse_status, remove_user
+from lab.sshd import keygen
 
 TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the forced command refuses escapes"
 TARGET, MONITOR = "web-s1-f1-m1", "monitor"

@@ -174,7 +174,7 @@ class _Events:
 def _traffic(stop_file):
     lb = topology.load()["primary_lb"][0]
     argv = [
-        sys.executable, "-m", "demo.httpapp", "traffic", "--host", lb["address"],
+        sys.executable, "-m", "lab.httpapp", "traffic", "--host", lb["address"],
         "--port", str(lb["port"]), "--stop-file", str(stop_file),
     ]  # fmt: skip
     return subprocess.Popen(
@@ -204,7 +204,7 @@ def _start_preprod_app(host):
     log = salt_lab.host_root(host.id) / "var" / "log" / "apache2" / "access.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [
-        sys.executable, "-m", "demo.httpapp", "serve", "--address", host.address,
+        sys.executable, "-m", "lab.httpapp", "serve", "--address", host.address,
         "--site", "preprod", "--farm", "preprod", "--member", "1", "--pidfile", str(pidfile),
         "--access-log", str(log), "--app-root", str(salt_lab.app_root(host.id)),
     ]  # fmt: skip

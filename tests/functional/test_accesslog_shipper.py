@@ -220,7 +220,7 @@ def test_sigterm_while_server_down_spools_then_next_run_replays(
 
 @pytest.mark.timeout(60)
 def test_spool_bound_raises_alert_and_counts_drops(shared_data, tmp_path):
-    from tests.support._net import free_port
+    from lab.net import free_port
 
     lines = tagged_lines(shared_data)[:3000]
     uri = f"mongodb://127.0.0.1:{free_port()}/"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.mongo import free_port
 from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
-from tests.support.mongo import free_port
 
 SYSLOG_NG = shutil.which("syslog-ng") or "/usr/sbin/syslog-ng"
 

@@ -1,6 +1,6 @@
 """VRRP failover of both HAProxy tiers: real keepalived and HAProxy in network namespaces.
 
-The lab (tests/support/haproxy_vrrp_lab.py): two primary LBs sharing a VIP, two LBs of site
+The lab (lab/haproxy_vrrp_lab.py): two primary LBs sharing a VIP, two LBs of site
 s1 sharing another, a single LB for site s2, web members, a client namespace. keepalived on
 ``lb-pb`` is started through the ``haproxy_tier.vrrp_configured`` state (as minion lb-pb);
 the other LBs' from the same renderer by the lab. Sticky sessions then run through the
@@ -20,9 +20,7 @@ from pathlib import Path
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
-from tests.support._proc import stop_process
-from tests.support.haproxy_vrrp_lab import (
+from lab.haproxy_vrrp_lab import (
     APACHE_MEMBER,
     CLIENT,
     FLOOD,
@@ -34,6 +32,8 @@ from tests.support.haproxy_vrrp_lab import (
     run,
     wait_for,
 )
+from lab.proc import stop_process
+from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
 
 APACHE_MODULES = "/usr/lib/apache2/modules"
 

@@ -1,6 +1,6 @@
 """check_by_ssh through the restricted check user that ``nagios/client`` builds.
 
-A real sshd of the module's own (tests/support/sshd.py) on 127.0.0.1 with ``Subsystem sftp
+A real sshd of the module's own (lab/sshd.py) on 127.0.0.1 with ``Subsystem sftp
 internal-sftp`` and ``Include <dir>/*.conf`` (like Debian's), into which the SLS puts its
 drop-in (checked with ``sshd -t``, then sshd is sent SIGHUP); a real local user created by
 the SLS (unique name, removed afterwards); real monitoring-plugins. The monitoring side is
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.support._nagios import TEST_CHECKS, client_pillar, remove_user
-from tests.support.sshd import (
+from lab.nagios import TEST_CHECKS, client_pillar, remove_user
+from lab.sshd import (
     Sshd,
     free_port,
     keygen,
@@ -604,7 +604,7 @@ def test_remote_forwarding_refused(check_host):
 def test_local_forwarding_refused(check_host):
     import socket
 
-    from tests.support.sshd import free_port
+    from lab.sshd import free_port
 
     port = free_port()
     argv = ssh_argv(

@@ -9,8 +9,8 @@ only (docs/trust.md). Rendering (``state.show_sls``) changes nothing on the host
 
 import pytest
 
+from lab.sshd import keygen
 from tests.support.salt_daemons import stop_and_forget, webfarm_grains
-from tests.support.sshd import keygen
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -17,8 +17,9 @@ import time
 import pytest
 import webfarm_haproxy
 
-from tests.support.haproxy_lab import wait_for
-from tests.support.upgrade_lab import PREPROD, ROGUE, orchestrate_report
+from lab.haproxy_lab import wait_for
+from lab.upgrade import orchestrate_report
+from tests.support.upgrade_lab import PREPROD, ROGUE
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -1,9 +1,12 @@
-"""The layering rule: ``salt/_utils/webfarm_<cap>.py`` is pure logic.
+"""The layering rule (docs/DEVELOPING.md), checked on the source.
 
-No I/O in a util: it imports no module that runs commands, opens sockets, starts threads,
-handles signals, talks to a database or writes files, and calls no file-writing ``os``
-function, ``open`` or ``time.sleep``; the execution module does all of that. ``PURE_UTILS``
-lists the files the rule is enforced on (extend it, up to every ``salt/_utils/*.py``).
+- ``salt/_utils/webfarm_<cap>.py`` is pure logic. No I/O in a util: it imports no module that
+  runs commands, opens sockets, starts threads, handles signals, talks to a database or
+  writes files, and calls no file-writing ``os`` function, ``open`` or ``time.sleep``; the
+  execution module does all of that. Enforced on every util but ``IO_WRAPPER``, the one
+  small file helper the execution modules share.
+- ``lab/`` (the services demo, bench and tests all run) is plain Python: no pytest.
+- demo/, bench/ and lab/ never import the test tree.
 """
 
 import ast
@@ -14,9 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 UTILS = REPO / "salt" / "_utils"
 
-PURE_UTILS = [
-    UTILS / "webfarm_mysqlsnap.py",
-]
+# Reads a small file and replaces one atomically, for the execution modules (motd,
+# haproxy_tier, policyroute): the one util that does I/O, on purpose.
+IO_WRAPPER = UTILS / "webfarm_files.py"
+PURE_UTILS = sorted(p for p in UTILS.glob("webfarm_*.py") if p != IO_WRAPPER)
 
 FORBIDDEN_MODULES = {
     "subprocess",
@@ -97,3 +101,35 @@ def test_the_check_catches_io(source):
 
 def test_the_check_allows_pure_code():
     assert violations("import os, re, json\nos.path.join('a', 'b')\nre.compile('x')") == []
+
+
+def imports_of(root, prefixes):
+    """``{file: [module, ...]}`` of the ``*.py`` under ``root`` that import one of ``prefixes``
+    (a name or a dotted prefix of it)."""
+    out = {}
+    for path in sorted(Path(root).rglob("*.py")):
+        names = []
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.append(node.module)
+        hits = [n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)]
+        if hits:
+            out[path.name] = hits
+    return out
+
+
+@pytest.mark.parametrize("tree", ["demo", "bench", "lab"])
+def test_demo_bench_and_lab_never_import_the_tests(tree):
+    assert imports_of(REPO / tree, ["tests"]) == {}
+
+
+def test_lab_is_plain_python():
+    assert imports_of(REPO / "lab", ["pytest", "saltfactories"]) == {}
+
+
+def test_the_import_check_finds_a_test_import(tmp_path):
+    (tmp_path / "step.py").write_text("import lab.net\nfrom tests.support.sshd import keygen\n")
+    (tmp_path / "other.py").write_text("import testsuite\nimport json\n")
+    assert imports_of(tmp_path, ["tests"]) == {"step.py": ["tests.support.sshd"]}

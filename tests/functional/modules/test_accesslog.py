@@ -153,7 +153,7 @@ def test_bad_arguments_are_clean_errors(modules, call, match):
 class TestUnreachable:
     @pytest.fixture
     def loaders_pillar(self):
-        from tests.support.mongo import free_port
+        from lab.mongo import free_port
 
         uri = f"mongodb://reader:s3cret@127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=300"
         return {"accesslog": {"store": {"uri": uri}}}

@@ -9,7 +9,8 @@ import time
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.upgrade_lab import PhpApp, free_port, memcached_command
+from lab.net import free_port
+from lab.upgrade import PhpApp, memcached_command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -411,8 +412,8 @@ def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
     Portage makes for an rsync:// PORTAGE_BINHOST (FETCHCOMMAND_RSYNC) gets its files."""
     import subprocess
 
-    from tests.support._proc import stop_process
-    from tests.support.upgrade_lab import wait_port
+    from lab.proc import stop_process
+    from lab.upgrade import wait_port
 
     loaders.opts["grains"]["webfarm"] = {"role": "preprod", "hw_profile": "xeon-e5"}
     port = free_port()

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.haproxy_lab import Load
+from lab.haproxy_lab import Load
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -31,7 +31,7 @@ import pytest
 import webfarm_mysqlsnap as logic
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.mariadb import (
+from lab.mariadb import (
     BACKUP_PASSWORD,
     Writer,
     fs_writable,

@@ -7,7 +7,8 @@ import pytest
 import webfarm_policyroute
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support.netns import ip, run, seed_pillar
+from lab.netns import ip, run
+from tests.support.netns import seed_pillar
 
 pytestmark = pytest.mark.timeout(120)
 

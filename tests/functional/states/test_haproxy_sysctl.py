@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.support.netns import NetnsLab
+from lab.netns import NetnsLab
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ import os
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.support.haproxy_lab import Load, free_port, haproxy_pillar, stop_pidfile
+from lab.haproxy_lab import Load, free_port, haproxy_pillar, stop_pidfile
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,7 +30,7 @@ class OwnLB:
         return self.settings["config"]
 
     def client(self, cookies=None):
-        from tests.support.haproxy_lab import Client
+        from lab.haproxy_lab import Client
 
         return Client(BIND_ADDRESS, self.port, cookies)
 

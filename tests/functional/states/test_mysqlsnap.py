@@ -1,5 +1,5 @@
 """mysqlsnap.backed_up and the mysql/backup SLS against the real MariaDB lab (primary + GTID
-replica on btrfs, tests/support/mariadb.py), each case in real and test mode."""
+replica on btrfs, lab/mariadb.py), each case in real and test mode."""
 
 import uuid
 

@@ -4,7 +4,7 @@ The server SLS generates the key pair and publishes it with ``mine.update`` (mas
 real ``mine.get``); the client SLS takes the key from that mine, and the server its hosts
 (``grains.item webfarm ipv4``; the ``webfarm`` grain is set on the loader's grains).
 nagios4 runs as a daemon with the generated config, compressed intervals, against the
-session sshd (tests/support/sshd.py), and is stopped by the PID in its lock file.
+session sshd (lab/sshd.py), and is stopped by the PID in its lock file.
 """
 
 import os
@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from tests.support._nagios import parse_status, remove_user
-from tests.support.sshd import kill_pids, short_tmpdir, ssh_masters
+from lab.nagios import parse_status, remove_user
+from lab.sshd import kill_pids, short_tmpdir, ssh_masters
 
 NAGIOS = "/usr/sbin/nagios4"
 FILES = ["nagios.cfg", "resource.cfg", "webfarm.cfg"]

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from tests.support.netns import ip, seed_pillar
+from lab.netns import ip
+from tests.support.netns import seed_pillar
 
 pytestmark = pytest.mark.timeout(120)
 

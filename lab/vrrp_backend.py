@@ -1,6 +1,6 @@
 """Web members for the VRRP lab (run inside its ``web`` namespace; not a pytest plugin).
 
-``python3 _vrrp_backend.py <address>:<port>:<site>:<farm>:<member> ...`` serves each member
+``python3 vrrp_backend.py <address>:<port>:<site>:<farm>:<member> ...`` serves each member
 on its own address, answering JSON ``{site, farm, member, xff, peer}``; SIGTERM stops it.
 """
 

@@ -284,7 +284,7 @@ def sticky(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m demo.httpapp")
+    parser = argparse.ArgumentParser(prog="python -m lab.httpapp")
     sub = parser.add_subparsers(dest="action", required=True)
     s = sub.add_parser("serve")
     for name in ("address", "site", "farm", "pidfile", "access_log"):
