@@ -125,6 +125,18 @@ def test_demo_bench_and_lab_never_import_the_tests(tree):
     assert imports_of(REPO / tree, ["tests"]) == {}
 
 
+def test_only_the_upgrade_bench_loads_test_plugins():
+    """``bench/upgrade.py`` runs the upgrade lab's pytest-salt-factories fixtures through
+    ``pytest.main -p tests.support...``: the one named exception (docs/DEVELOPING.md)."""
+    naming = sorted(
+        str(path.relative_to(REPO))
+        for tree in ("demo", "bench", "lab")
+        for path in (REPO / tree).rglob("*.py")
+        if "tests.support" in path.read_text()
+    )
+    assert naming == ["bench/upgrade.py"]
+
+
 def test_lab_is_plain_python():
     assert imports_of(REPO / "lab", ["pytest", "saltfactories"]) == {}
 
