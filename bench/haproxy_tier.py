@@ -367,7 +367,7 @@ def set_sysctls(lab, names, values):
 
 def restart_tier(lab, names):
     """Restart the HAProxy of each LB (backup first) so new listen backlogs take effect."""
-    from lab.haproxy_vrrp_lab import wait_for
+    from lab.proc import wait_for
 
     master = next(n for n in names if lab.lbs[n].holds_vip())
     for name in sorted(names, key=lambda n: n == master):

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlparse
 import webfarm_haproxy
 
 from lab.net import free_port
-from lab.proc import stop_process
+from lab.proc import stop_process, wait_for
 
 SITES = ("s1", "s2")
 FARMS = ("f1", "f2")
@@ -168,15 +168,6 @@ class Instance:
 
     def stop(self):
         stop_process(self.proc)
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready within {timeout}s")
 
 
 def stop_pidfile(pidfile, timeout=10):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import webfarm_haproxy
 
-from lab.proc import stop_process
+from lab.proc import stop_process, wait_for
 
 NET = "10.18.0"
 PORT = 80
@@ -299,15 +299,6 @@ def children(pid):
             if ppid == pid:
                 out.append(int(entry.name))
     return out
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready within {timeout}s")
 
 
 class VrrpLab:

@@ -15,6 +15,19 @@ TEST_CHECKS = [
 ]
 
 
+def client_paths(root):
+    """``nagios:client`` settings that put the check user's home, shell, dispatcher and
+    check table under ``root`` (and install no packages)."""
+    return {
+        "pkgs": [],
+        "home": f"{root}/home",
+        "shell": f"{root}/lib/rshell",
+        "checks_dir": f"{root}/lib/checks",
+        "dispatcher": f"{root}/lib/dispatch",
+        "check_table": f"{root}/lib/checks.json",
+    }
+
+
 def client_pillar(
     root,
     user,
@@ -35,12 +48,7 @@ def client_pillar(
             "monitors": {monitor: {"from": list(sources), "pubkey": pubkey}},
             "checks": wanted,
             "client": {
-                "pkgs": [],
-                "home": f"{root}/home",
-                "shell": f"{root}/lib/rshell",
-                "checks_dir": f"{root}/lib/checks",
-                "dispatcher": f"{root}/lib/dispatch",
-                "check_table": f"{root}/lib/checks.json",
+                **client_paths(root),
                 "plugins": list(plugins),
                 "sshd": sshd or {"manage": False},
             },

@@ -1,8 +1,9 @@
-"""Stopping a child process the fixtures started (not a plugin)."""
+"""Child processes of the lab: stopping one it started, waiting for one to be ready."""
 
 import os
 import signal
 import subprocess
+import time
 
 
 def stop_process(proc, timeout=10, group=False):
@@ -19,3 +20,13 @@ def stop_process(proc, timeout=10, group=False):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def wait_for(predicate, timeout, what):
+    """Poll ``predicate()`` every 50 ms until it is true; TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready within {timeout}s")

@@ -17,7 +17,7 @@ import time
 import pytest
 import webfarm_haproxy
 
-from lab.haproxy_lab import wait_for
+from lab.proc import wait_for
 from lab.upgrade import orchestrate_report
 from tests.support.upgrade_lab import PREPROD, ROGUE
 

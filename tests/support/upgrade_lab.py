@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import webfarm_haproxy
 
-from lab.haproxy_lab import Instance, haproxy_pillar, wait_for
+from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.httpapp import Traffic
 from lab.net import free_port
-from lab.proc import stop_process
+from lab.proc import stop_process, wait_for
 from lab.upgrade import Monitor, PhpApp, build_release, install_release, start_memcached
 from tests.support.salt_daemons import PillarOverrides, master_config, webfarm_grains
 

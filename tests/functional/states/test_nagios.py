@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from lab.nagios import parse_status, remove_user
+from lab.nagios import client_paths, parse_status, remove_user
 from lab.sshd import kill_pids, short_tmpdir, ssh_masters
 
 NAGIOS = "/usr/sbin/nagios4"
@@ -60,12 +60,7 @@ def base_pillar(root, user, sshd, minion_id="functional-minion"):
             "user": user,
             "monitors": {minion_id: {"from": ["127.0.0.1"]}},
             "client": {
-                "pkgs": [],
-                "home": f"{root}/home",
-                "shell": f"{root}/lib/rshell",
-                "checks_dir": f"{root}/lib/checks",
-                "dispatcher": f"{root}/lib/dispatch",
-                "check_table": f"{root}/lib/checks.json",
+                **client_paths(root),
                 "plugins": ["check_dummy", "check_load"],
                 "sshd": {"manage": False},
             },
