@@ -1,5 +1,5 @@
 """Step 6: the preprod gate, a concurrent app upgrade and an automatic rollback, all started
-by the ``webfarm/release/ready`` event, under live traffic.
+by the ``webfarm/upgrade/release/ready`` event, under live traffic.
 
 Releases are published under ``$WEBFARM_DEMO_DIR/dist/<version>`` (the binhost's part); one
 member (``web-s1-f2-m2``) takes its releases from a second dist where 2.1.0 is broken (no
@@ -8,16 +8,15 @@ VERSION: its health check never sees 2.1.0). Every web member and the preprod ho
 address the topology pillar names. Then, with browser-like sessions running through
 lb-primary from the master's namespace:
 
-1. ``webfarm/release/ready 2.0.0`` is refused: 2.0.0 was never tested on preprod;
+1. ``webfarm/upgrade/release/ready 2.0.0`` is refused: 2.0.0 was never tested on preprod;
 2. ``state.orchestrate upgrade.preprod`` tests 2.0.0 on ``preprod-generic`` (release, HTTP
    health, the release's check command) and the master records it;
-3. ``webfarm/release/ready 2.0.0`` again: the reactor's orchestration upgrades one farm per
+3. ``webfarm/upgrade/release/ready 2.0.0`` again: the reactor's orchestration upgrades one farm per
    site at a time, both sites at once;
 4. 2.1.0 is tested OK on preprod, then released: the farm of the broken member fails its
    health check and is rolled back to 2.0.0 automatically and put back in service.
 
-The runner's ``webfarm/upgrade/*`` and ``webfarm/release/tested`` events are shown as they
-arrive (``salt-run state.event``).
+The runner's ``webfarm/upgrade/*`` events are shown as they arrive (``salt-run state.event``).
 """
 
 import json
@@ -32,7 +31,7 @@ from demo import netlab, salt_lab, topology
 
 TITLE = (
     "step 6: preprod gate, app upgrade 1.0.0 -> 2.0.0 with sites concurrently, automatic"
-    " rollback of a broken 2.1.0, started by webfarm/release/ready, under live traffic"
+    " rollback of a broken 2.1.0, started by webfarm/upgrade/release/ready, under live traffic"
 )
 OLD, NEW, BAD = "1.0.0", "2.0.0", "2.1.0"
 BROKEN_MEMBER = "web-s1-f2-m2"
@@ -134,10 +133,10 @@ def _versions():
 
 
 class _Events:
-    """``salt-run state.event 'webfarm/*'`` in the background; the upgrade runner's events
-    (``webfarm/upgrade/*``, ``webfarm/release/tested``) in a queue."""
+    """``salt-run state.event 'webfarm/*'`` in the background; the upgrade capability's events
+    (``webfarm/upgrade/*``) in a queue."""
 
-    KEEP = ("webfarm/upgrade/", "webfarm/release/tested")
+    KEEP = ("webfarm/upgrade/",)
 
     def __init__(self):
         self.lines = queue.Queue()
@@ -255,9 +254,9 @@ def _find_report(data):
 
 def _release_ready(version):
     payload = json.dumps({"version": version})
-    print(f"    $ salt-run event.send webfarm/release/ready '{payload}'")
-    if salt_lab.salt_run("event.send", "webfarm/release/ready", payload) is not True:
-        raise RuntimeError("salt-run event.send webfarm/release/ready was not sent")
+    print(f"    $ salt-run event.send webfarm/upgrade/release/ready '{payload}'")
+    if salt_lab.salt_run("event.send", "webfarm/upgrade/release/ready", payload) is not True:
+        raise RuntimeError("salt-run event.send webfarm/upgrade/release/ready was not sent")
 
 
 def _preprod(events, version):
@@ -268,12 +267,12 @@ def _preprod(events, version):
     )
     if not report or not report.get("ok"):
         raise RuntimeError(f"preprod test of {version} failed: {report}")
-    tag, data = _wait_for(events, ("webfarm/release/tested",), time.monotonic() + 60)
+    tag, data = _wait_for(events, ("webfarm/upgrade/preprod/done",), time.monotonic() + 60)
     if tag is None:
-        raise RuntimeError(f"no webfarm/release/tested event for {version}")
+        raise RuntimeError(f"no webfarm/upgrade/preprod/done event for {version}")
     where = ", ".join(f"{p} on {e['minion']}" for p, e in sorted(data["profiles"].items()))
     print(
-        f"    webfarm/release/tested {version}: ok={data['ok']} ({where}); record: {data['record']}"
+        f"    webfarm/upgrade/preprod/done {version}: ok={data['ok']} ({where}); record: {data['record']}"
     )
 
 
@@ -299,9 +298,9 @@ def _wait_rollout(events, deadline, version):
             print(line, flush=True)
         elif tag == "webfarm/upgrade/rollout/done":
             return farm_times, None
-        elif tag == "webfarm/upgrade/failed":
+        elif tag == "webfarm/upgrade/step/failed":
             return farm_times, data
-        elif tag == "webfarm/upgrade/refused":
+        elif tag == "webfarm/upgrade/rollout/refused":
             raise RuntimeError(f"the rollout of {version} was refused: {data.get('comment')}")
 
 
@@ -321,10 +320,10 @@ def _scenario(events):
     """The four parts under traffic; returns the figures of the summary."""
     # 1. an untested release is refused, nothing drained
     _release_ready(NEW)
-    tag, data = _wait_for(events, ("webfarm/upgrade/refused",), time.monotonic() + 90)
+    tag, data = _wait_for(events, ("webfarm/upgrade/rollout/refused",), time.monotonic() + 90)
     if tag is None:
-        raise RuntimeError(f"webfarm/release/ready {NEW} was not refused")
-    print(f"    webfarm/upgrade/refused: {data['comment'].split(';')[0]}")
+        raise RuntimeError(f"webfarm/upgrade/release/ready {NEW} was not refused")
+    print(f"    webfarm/upgrade/rollout/refused: {data['comment'].split(';')[0]}")
     if set(_versions().values()) != {OLD}:
         raise RuntimeError("a refused release changed a member")
     # 2. test it on preprod; 3. release it: sites concurrently
@@ -342,7 +341,7 @@ def _scenario(events):
     if not failed:
         raise RuntimeError(f"the rollout of the broken {BAD} did not fail")
     print(
-        f"    webfarm/upgrade/failed: {failed['site']}/{failed['farm']}: {failed['error']}"
+        f"    webfarm/upgrade/step/failed: {failed['site']}/{failed['farm']}: {failed['error']}"
         f"\n      -> {failed['action']}; rollout stopped"
     )
     if not str(failed.get("action", "")).startswith(f"rolled back to {NEW}"):

@@ -1,4 +1,4 @@
-{#- webfarm/motd/refresh: re-apply the motd SLS on the minion that asked. -#}
+{#- webfarm/motd/refresh/requested: re-apply the motd SLS on the minion that asked. -#}
 motd-refresh-{{ data['id'] }}:
   local.state.apply:
     - tgt: {{ data['id'] | json }}

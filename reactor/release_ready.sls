@@ -1,7 +1,7 @@
-{#- webfarm/release/ready {"version": "2.0.1"[, "sites": [...], "farms": [...], "batch": 1,
+{#- webfarm/upgrade/release/ready {"version": "2.0.1"[, "sites": [...], "farms": [...], "batch": 1,
     "on_failure": "hold", "force": true]}: a published release starts the app orchestration
     (salt/states/upgrade.sls). Its runner refuses a version that is not tested OK on preprod
-    for every hw-profile (webfarm/upgrade/refused with the reason, nothing drained).
+    for every hw-profile (webfarm/upgrade/rollout/refused with the reason, nothing drained).
     The event may come from a minion (event.send: the payload is under data['data']) or from
     the master; "force" is honoured only from the master: a minion cannot push an untested
     release past the preprod gate. -#}

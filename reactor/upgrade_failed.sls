@@ -1,4 +1,4 @@
-{#- webfarm/upgrade/failed {kind, version, site, farm, members, error, action, on_failure,
+{#- webfarm/upgrade/step/failed {kind, version, site, farm, members, error, action, on_failure,
     drained, rollbacks, farms, comment}: notify the operators. The upgrade runner's notify
     function appends the event as one JSON line to the master option webfarm_upgrade_notify
     (default /var/log/salt/webfarm-upgrade-failed.log) and logs it at ERROR level; point a log

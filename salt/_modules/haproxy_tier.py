@@ -11,9 +11,9 @@ Farm addressing on a site LB: ``drain(farm="f1")`` acts on every member of farm 
 (servers ``f1_m<member>``); ``drain(farm="f1", server="f1_m3")`` on one member. On the primary
 LB the groups are sites: ``drain(site="s2")``.
 
-Events: ``webfarm/haproxy/<farm or site>/drained`` and ``webfarm/haproxy/<farm or site>/ready``
-with ``{tier, site, farm, servers, ...}`` in the payload (a tag part cannot hold the site and
-the farm both, the payload does).
+Events: ``webfarm/haproxy/drain/done`` and ``webfarm/haproxy/ready/done`` with
+``{tier, site, farm, servers, ...}`` in the payload (which group: the payload says, the tag
+names the action).
 """
 
 import logging
@@ -551,8 +551,8 @@ def _payload(tier, stat_rows, targets, path, **extra):
     return payload
 
 
-def _fire(group, outcome, payload):
-    return webfarm_events.fire(__salt__, "haproxy", group, outcome, payload)
+def _fire(action, payload):
+    return webfarm_events.fire(__salt__, "haproxy", action, "done", payload)
 
 
 def _sessions(path, tier, targets):
@@ -587,7 +587,7 @@ def drain(farm=None, server=None, site=None, timeout=60, tier=None, socket=None,
     Its servers stop getting new requests at once (``drain`` in the group backend, ``maint``
     in the pick backend, so sticky clients move to another farm of the site and get a new
     cookie); once their sessions reach 0, or after ``timeout`` seconds, they go to ``maint``.
-    Fires ``webfarm/haproxy/<farm>/drained``.
+    Fires ``webfarm/haproxy/drain/done``.
 
     farm / site
         The group to drain (``site`` alone means the primary tier).
@@ -605,7 +605,7 @@ def drain(farm=None, server=None, site=None, timeout=60, tier=None, socket=None,
         salt lb-primary haproxy_tier.drain site=s2
     """
     timeout = _timeout(timeout)
-    tier, group, path, stat_rows, targets = _resolve(farm, server, site, tier, socket)
+    tier, _group, path, stat_rows, targets = _resolve(farm, server, site, tier, socket)
     pick = _pick(tier)
     for _, name, info in targets:
         if info["admin"] != "maint":
@@ -614,11 +614,10 @@ def drain(farm=None, server=None, site=None, timeout=60, tier=None, socket=None,
     left, seconds = _wait(path, tier, targets, timeout, interval)
     for _, name, info in targets:
         _set(path, f"set server {info['backend']}/{name} state maint")
-    group = group or targets[0][0]
     payload = _payload(
         tier, stat_rows, targets, path, sessions_left=left, timed_out=left > 0, seconds=seconds
     )
-    payload["event_sent"] = _fire(group, "drained", payload)
+    payload["event_sent"] = _fire("drain", payload)
     return payload
 
 
@@ -644,7 +643,7 @@ def ready(farm=None, server=None, site=None, tier=None, socket=None):
     """
     Put a farm (or one server) back in service: ``ready`` in both backends.
 
-    Fires ``webfarm/haproxy/<farm>/ready``.
+    Fires ``webfarm/haproxy/ready/done``.
 
     CLI Example:
 
@@ -653,15 +652,14 @@ def ready(farm=None, server=None, site=None, tier=None, socket=None):
         salt lb-s1 haproxy_tier.ready farm=f1
         salt lb-primary haproxy_tier.ready site=s2
     """
-    tier, group, path, stat_rows, targets = _resolve(farm, server, site, tier, socket)
+    tier, _group, path, stat_rows, targets = _resolve(farm, server, site, tier, socket)
     pick = _pick(tier)
     previous = {name: info["admin"] for _, name, info in targets}
     for _, name, info in targets:
         _set(path, f"set server {info['backend']}/{name} state ready")
         _set(path, f"set server {pick}/{name} state ready")
-    group = group or targets[0][0]
     payload = _payload(tier, stat_rows, targets, path, previous=previous)
-    payload["event_sent"] = _fire(group, "ready", payload)
+    payload["event_sent"] = _fire("ready", payload)
     return payload
 
 

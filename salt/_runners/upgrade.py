@@ -15,13 +15,13 @@ A failed step (``on_failure: rollback``, the default) gets one more job,
 ``farm.rollback_step`` (back to the version each member ran, health, memcached flush),
 then the farm is readied: no session reached the new version, since the farm was drained.
 ``on_failure: hold`` leaves it drained. Either way the rollout stops (after ``max_failures``
-tolerated failures) and ``webfarm/upgrade/failed`` says what was done.
+tolerated failures) and ``webfarm/upgrade/step/failed`` says what was done.
 
 The preprod gate: :func:`preprod` deploys a version to the ``webfarm:role: preprod`` servers,
 runs its checks and records the outcome per hw-profile on the master (JSON file, master
 option ``webfarm_release_record``, default ``<cachedir>/webfarm/releases-tested.json``) and
-fires ``webfarm/release/tested``. :func:`rollout` refuses a version not tested OK on every
-hw-profile of the members it would upgrade (``webfarm/upgrade/refused``) unless ``force``.
+fires ``webfarm/upgrade/preprod/done``. :func:`rollout` refuses a version not tested OK on every
+hw-profile of the members it would upgrade (``webfarm/upgrade/rollout/refused``) unless ``force``.
 Events: ``webfarm/upgrade/step/done``, ``webfarm/upgrade/rollout/done``.
 """
 
@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "upgrade"
 
-FAILED_TAG = "webfarm/upgrade/failed"
-REFUSED_TAG = "webfarm/upgrade/refused"
-TESTED_TAG = "webfarm/release/tested"
+FAILED_TAG = webfarm_events.tag("upgrade", "step", "failed")
+REFUSED_TAG = webfarm_events.tag("upgrade", "rollout", "refused")
+TESTED_TAG = webfarm_events.tag("upgrade", "preprod", "done")
 
 
 def __virtual__():
@@ -473,7 +473,7 @@ def preprod(
     Test a release on the preproduction servers (grain ``webfarm:role: preprod``, one per
     hw-profile, each named ``preprod`` by the master's ``webfarm:topology``): deploy it (``farm.upgrade_step``: release or OS packages, HTTP health, the
     release's check command from pillar), record the outcome per hw-profile on the master and
-    fire ``webfarm/release/tested`` with it. A production rollout needs ``ok`` on every
+    fire ``webfarm/upgrade/preprod/done`` with it. A production rollout needs ``ok`` on every
     hw-profile its members use.
 
     CLI Example:
@@ -788,7 +788,7 @@ def rollout(
 
 def notify(data=None, path=None):
     """
-    Record a failed upgrade (the ``webfarm/upgrade/failed`` reactor calls this): append one
+    Record a failed upgrade (the ``webfarm/upgrade/step/failed`` reactor calls this): append one
     JSON line to ``path`` (default master option ``webfarm_upgrade_notify`` or
     ``/var/log/salt/webfarm-upgrade-failed.log``) and log it at ERROR level.
 

@@ -122,7 +122,7 @@ def drained(name, server=None, tier="site", timeout=60, socket=None):
     no new requests, running sessions finished (or ``timeout`` passed), then in maintenance.
 
     Its sticky clients move to another farm of the site without a failed request.
-    Fires ``webfarm/haproxy/<name>/drained``.
+    Fires ``webfarm/haproxy/drain/done``.
 
     CLI Example:
 
@@ -163,7 +163,7 @@ def ready(name, server=None, tier="site", socket=None):
     """
     The farm ``name`` (a site with ``tier: primary``), or its ``server``, takes traffic.
 
-    Fires ``webfarm/haproxy/<name>/ready`` when something changed.
+    Fires ``webfarm/haproxy/ready/done`` when something changed.
 
     CLI Example:
 

@@ -122,12 +122,16 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         # step 6: untested refused, preprod, the event started the rollout (sites at once),
         # the broken release rolled back, all under traffic with no failure or regression
         assert "-> 9 hosts on 1.0.0" in out
-        assert "webfarm/upgrade/refused: refused: app 2.0.0 is not tested OK on preprod" in out
-        assert "webfarm/release/tested 2.0.0: ok=True (generic-x86_64 on preprod-generic)" in out
+        assert (
+            "webfarm/upgrade/rollout/refused: refused: app 2.0.0 is not tested OK on preprod" in out
+        )
+        assert (
+            "webfarm/upgrade/preprod/done 2.0.0: ok=True (generic-x86_64 on preprod-generic)" in out
+        )
         waves = re.findall(r"wave (\d): (s\d/f\d) on 2\.0\.0 in .*; 3 Salt round trips\)", out)
         assert sorted(farm for _, farm in waves) == ["s1/f1", "s1/f2", "s2/f1", "s2/f2"]
         assert sorted(int(n) for n, _ in waves) == [1, 1, 2, 2]
-        assert "webfarm/upgrade/failed: s1/f2: web-s1-f2-m2: health check failed" in out
+        assert "webfarm/upgrade/step/failed: s1/f2: web-s1-f2-m2: health check failed" in out
         assert "-> rolled back to 2.0.0, memcached flushed, back in service; rollout stopped" in out
         traffic = re.search(
             r"(\d+) requests in \d+ sessions, failed: (\d+), version regressions: (\d+)", out

@@ -131,7 +131,7 @@ def test_reactor_reapplies_motd_on_event(synced, salt_minions, pillar_overrides,
     pillar_overrides.set(minion, {"motd": _paths(tmp_path)})
     try:
         call = salt_minions[minion].salt_call_cli(timeout=60)
-        ret = call.run("event.send", "webfarm/motd/refresh", "data={}")
+        ret = call.run("event.send", "webfarm/motd/refresh/requested", "data={}")
         assert ret.returncode == 0 and ret.data is True, ret
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (tmp_path / "motd").exists():

@@ -97,7 +97,7 @@ def test_preprod_records_then_sites_upgrade_concurrently_under_traffic(upgrade_l
     record = json.loads(lab.record.read_text())
     assert record["app:2.0.1"]["profiles"]["generic-x86_64"]["ok"] is True
     (event,) = event_listener.wait_for_events(
-        [(lab.master.id, "webfarm/release/tested")], after_time=since, timeout=30
+        [(lab.master.id, "webfarm/upgrade/preprod/done")], after_time=since, timeout=30
     ).matches
     assert event.data["version"] == "2.0.1" and event.data["ok"] is True
     ret = lab.salt_cli.run("farm.version", minion_tgt=PREPROD)
@@ -275,13 +275,13 @@ def test_release_ready_reactor_refuses_untested_then_runs_tested(upgrade_lab, ev
     # From a minion, "force" is ignored: an untested release is refused, nothing drained.
     ret = lab.salt_cli.run(
         "event.send",
-        "webfarm/release/ready",
+        "webfarm/upgrade/release/ready",
         'data={"version": "4.0.0", "force": true}',
         minion_tgt="u-lb-s1",
     )
     assert ret.returncode == 0, ret
     (refused,) = event_listener.wait_for_events(
-        [(lab.master.id, "webfarm/upgrade/refused")], after_time=since, timeout=120
+        [(lab.master.id, "webfarm/upgrade/rollout/refused")], after_time=since, timeout=120
     ).matches
     assert refused.data["version"] == "4.0.0"
     assert "not tested OK on preprod" in refused.data["comment"]
@@ -290,7 +290,10 @@ def test_release_ready_reactor_refuses_untested_then_runs_tested(upgrade_lab, ev
     _preprod(lab, "4.0.0")
     with lab.monitor() as monitor, lab.traffic() as traffic:
         ret = lab.salt_cli.run(
-            "event.send", "webfarm/release/ready", 'data={"version": "4.0.0"}', minion_tgt="u-lb-s1"
+            "event.send",
+            "webfarm/upgrade/release/ready",
+            'data={"version": "4.0.0"}',
+            minion_tgt="u-lb-s1",
         )
         assert ret.returncode == 0, ret
         deadline = time.monotonic() + 150

@@ -4,8 +4,8 @@
     and runs the release's check command (pillar upgrade:checks:<version> or upgrade:check_cmd
     of the preprod minion), records the outcome per hw-profile on the master (master option
     webfarm_release_record, default <cachedir>/webfarm/releases-tested.json; see
-    salt-run upgrade.tested) and fires webfarm/release/tested. Production rollouts
-    (salt://upgrade.sls, the webfarm/release/ready reactor) refuse a version without an OK
+    salt-run upgrade.tested) and fires webfarm/upgrade/preprod/done. Production rollouts
+    (salt://upgrade.sls, the webfarm/upgrade/release/ready reactor) refuse a version without an OK
     record for every hw-profile they would upgrade. Options: kind (app | os | os-online),
     version, source, pkgs, health_timeout, job_timeout. -#}
 {%- set up = salt['pillar.get']('upgrade', {}) %}

@@ -144,7 +144,8 @@ def test_drain_and_ready_fire_events(modules, s1, monkeypatch):
     monkeypatch.setattr(webfarm_events, "fire", fire)
     drained = modules.haproxy_tier.drain(farm="f2", timeout=5, socket=s1.socket)
     modules.haproxy_tier.ready(farm="f2", socket=s1.socket)
-    assert [tag for tag, _ in fired] == ["webfarm/haproxy/f2/drained", "webfarm/haproxy/f2/ready"]
+    assert [tag for tag, _ in fired] == ["webfarm/haproxy/drain/done", "webfarm/haproxy/ready/done"]
+    assert [data["farm"] for _, data in fired] == ["f2", "f2"]
     payload = fired[0][1]
     assert payload["site"] == "s1" and payload["farm"] == "f2" and payload["tier"] == "site"
     assert payload["servers"] == ["f2_m1", "f2_m2"] and payload["timed_out"] is False
