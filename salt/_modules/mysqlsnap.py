@@ -643,11 +643,12 @@ def list_(destination=None):
     return out
 
 
-def newest(max_age="24h", destination=None):
+def newest(max_age=None, destination=None):
     """
     The newest complete backup in the destination (as in ``mysqlsnap.list``, or None) and
-    whether it is at most ``max_age`` old (seconds, or ``90s``/``30m``/``24h``/``7d``):
-    ``newest``, ``max_age_s``, ``fresh``. The ``mysqlsnap.backed_up`` state asks this.
+    whether it is at most ``max_age`` old (seconds, or ``90s``/``30m``/``24h``/``7d``; default
+    pillar ``mysqlsnap:schedule:max_age``, else 24h): ``newest``, ``max_age_s``, ``fresh``.
+    The ``mysqlsnap.backed_up`` state asks this.
 
     CLI Example:
 
@@ -655,6 +656,9 @@ def newest(max_age="24h", destination=None):
 
         salt 'db*' mysqlsnap.newest max_age=24h
     """
+    if max_age is None:
+        schedule = (__pillar__.get("mysqlsnap", {}) or {}).get("schedule") or {}
+        max_age = schedule.get("max_age", logic.DEFAULTS["schedule"]["max_age"])
     try:
         limit = logic.parse_duration(max_age)
     except logic.SettingsError as exc:

@@ -18,10 +18,11 @@ def __virtual__():
     return __virtualname__
 
 
-def backed_up(name, max_age="24h", **kwargs):
+def backed_up(name, max_age=None, **kwargs):
     """
     Take a backup when the newest one in the destination is older than ``max_age``
-    (seconds, or ``90s``/``30m``/``24h``/``7d``). Other keyword arguments override pillar
+    (seconds, or ``90s``/``30m``/``24h``/``7d``; default pillar ``mysqlsnap:schedule:max_age``,
+    else 24h, as ``mysqlsnap.newest`` has it). Other keyword arguments override pillar
     ``mysqlsnap`` settings, as for ``mysqlsnap.backup``.
 
     CLI Example:

@@ -55,8 +55,8 @@ DEFAULTS = {
     "lock_file": "/run/mysqlsnap.lock",
     "copy_timeout": 6 * 3600,
     "verify_timeout": 300,
-    # Read by the mysql/backup SLS only.
-    "schedule": {"hours": 1, "splay": 600, "max_age": "24h"},
+    # The mysql/backup SLS's schedule; max_age is also mysqlsnap.newest's default.
+    "schedule": {"hours": 1, "splay": 600, "offline": False, "max_age": "24h"},
 }
 
 

@@ -9,9 +9,9 @@
   too old and catches up by itself after the minion was down.
 -#}
 {%- set role = salt['grains.get']('webfarm:role', '') %}
-{%- set snap = salt['pillar.get']('mysqlsnap', {}) %}
-{%- set sched = snap.get('schedule', {}) %}
-{%- set dest = snap.get('destination', '') %}
+{%- set snap = salt['slsutil.merge'](salt['webfarm.defaults']('mysqlsnap'), salt['pillar.get']('mysqlsnap', {}), strategy='recurse') %}
+{%- set sched = snap['schedule'] %}
+{%- set dest = snap.get('destination') or '' %}
 {%- set conn = snap.get('connection') or {} %}
 {%- if role == 'db-replica' and not (conn.get('password') or conn.get('defaults_file')) %}
 {#- No schedule without credentials: every run would fail an hour later, out of sight. #}
@@ -40,13 +40,13 @@ mysqlsnap-backup:
     - function: state.sls
     - job_args:
       - mysql.backup_now
-    - hours: {{ sched.get('hours', 1) }}
-    - splay: {{ sched.get('splay', 600) }}
+    - hours: {{ sched['hours'] }}
+    - splay: {{ sched['splay'] }}
     - maxrunning: 1
-    - offline: {{ sched.get('offline', False) }}
+    - offline: {{ sched['offline'] }}
 {%- else %}
 
 mysqlsnap-backup:
   schedule.absent:
-    - offline: {{ sched.get('offline', False) }}
+    - offline: {{ sched['offline'] }}
 {%- endif %}

@@ -105,3 +105,17 @@ def test_backup_sls_schedules_only_replicas(
             modules.schedule.delete("mysqlsnap-backup", offline=True)
     else:
         assert "mysqlsnap-destination" not in ret and job is None
+
+
+def test_backup_sls_takes_its_schedule_defaults_from_the_module(loaders, modules, snap_pillar):
+    """No schedule in pillar: the SLS schedules with webfarm.defaults' values, the ones
+    mysqlsnap.newest also uses (one source, salt/_utils/webfarm_mysqlsnap.py)."""
+    loaders.grains["webfarm"] = {"role": "db-replica"}
+    low = modules.state.show_sls("mysql.backup", pillar={"mysqlsnap": snap_pillar})
+    args = {}
+    for item in low["mysqlsnap-backup"]["schedule"]:
+        if isinstance(item, dict):
+            args.update(item)
+    schedule = modules.webfarm.defaults("mysqlsnap")["schedule"]
+    assert (args["hours"], args["splay"], args["offline"]) == (1, 600, False)
+    assert (schedule["hours"], schedule["splay"], schedule["offline"]) == (1, 600, False)
