@@ -27,6 +27,7 @@ SHARED = Path(os.environ.get("WEBFARM_SHARED", REPO.parent / "shared"))
 REAL = SHARED / "data" / "elastic-apache_logs.log"
 SHIPPER = REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
 sys.path.insert(0, str(REPO))
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 
 _spec = importlib.util.spec_from_file_location("webfarm_shipper", SHIPPER)
 shipper = importlib.util.module_from_spec(_spec)

@@ -35,11 +35,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "salt" / "_utils"))
 sys.path.insert(0, str(REPO))
-
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 import webfarm_haproxy as wh  # noqa: E402
-
 from lab.net import free_port  # noqa: E402
 
 RUNS = 3

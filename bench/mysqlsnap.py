@@ -31,11 +31,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "salt" / "_utils"))
-
 import pymysql  # noqa: E402
-import webfarm_mysqlsnap as logic  # noqa: E402
 
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
+import webfarm_mysqlsnap as logic  # noqa: E402
 from lab.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from lab.nagios import client_pillar, remove_user  # noqa: E402
 from lab.sshd import Sshd, free_port, keygen, short_tmpdir, ssh_masters  # noqa: E402
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "salt" / "_utils")]
-
+sys.path.insert(0, str(REPO))
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from lab.netns import NetnsLab, ip, unique_prefix  # noqa: E402
 
 TABLES = 10

@@ -49,8 +49,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "salt" / "_utils"))
-
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from demo import cluster  # noqa: E402
 from demo.salt_lab import processes_naming, stop_pids  # noqa: E402
 

@@ -76,7 +76,7 @@ def _inherent(report):
 
 
 def _plan_512(costs):
-    sys.path.insert(0, str(REPO / "salt" / "_utils"))
+    import lab  # noqa: F401 - salt/_utils on sys.path
     import webfarm_upgrade as wu
 
     grains = {
@@ -169,7 +169,6 @@ def _print():
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    sys.path.insert(0, str(REPO / "salt" / "_utils"))
     code = pytest.main(
         [
             __file__,

@@ -135,6 +135,7 @@ def render_nagios(mine, pillar, topology, minion_id="monitor"):
     failure) or renders no host.
     """
     import salt.utils.yaml
+
     import webfarm_trust
 
     funcs = {

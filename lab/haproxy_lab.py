@@ -20,7 +20,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import webfarm_haproxy
-
 from lab.net import free_port
 from lab.proc import stop_process, wait_for
 

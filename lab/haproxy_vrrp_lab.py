@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import webfarm_haproxy
-
 from lab.proc import stop_process, wait_for
 
 NET = "10.18.0"

@@ -26,8 +26,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "salt" / "_utils"))
-from webfarm_upgrade import version_key  # noqa: E402 - the product's own version order
+import lab  # noqa: F401 - salt/_utils on sys.path
+from webfarm_upgrade import version_key  # the product's own version order
 
 
 def release_version(app_root):

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import webfarm_haproxy
-
 from lab.proc import stop_process
 
 APP_INDEX = r"""<?php

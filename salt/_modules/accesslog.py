@@ -22,9 +22,10 @@ Shard key for a sharded cluster: ``{"path": 1, "_id": 1}`` (see ``webfarm_access
 
 import logging
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import webfarm_accesslog
 import webfarm_events
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import pymongo

@@ -35,9 +35,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import webfarm_events
 import webfarm_upgrade
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 

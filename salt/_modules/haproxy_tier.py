@@ -25,10 +25,11 @@ import subprocess
 import tempfile
 import time
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import webfarm_events
 import webfarm_files
 import webfarm_haproxy
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 

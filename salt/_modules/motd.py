@@ -14,9 +14,10 @@ import os
 import shutil
 import subprocess
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import webfarm_files
 import webfarm_motd
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 log = logging.getLogger(__name__)
 

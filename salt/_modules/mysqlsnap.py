@@ -48,9 +48,10 @@ import tempfile
 import threading
 import time
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import webfarm_events
 import webfarm_mysqlsnap as logic
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     import pymysql

@@ -30,11 +30,12 @@ import os
 import socket
 import sys
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 import webfarm_events
 import webfarm_files
 import webfarm_policyroute as pr
 import webfarm_policyroute_codec as codec
-from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
     from pyroute2 import IPRoute

@@ -7,8 +7,9 @@ vouches for. The logic is ``salt/_utils/webfarm_trust.py``; see docs/trust.md.
 
 import logging
 
-import webfarm_trust
 from salt.exceptions import SaltInvocationError
+
+import webfarm_trust
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ so a state that needs that module can still render and fail with its own clear c
 
 import copy
 
+from salt.exceptions import SaltInvocationError
+
 import webfarm_accesslog
 import webfarm_haproxy
 import webfarm_mysqlsnap
-from salt.exceptions import SaltInvocationError
 
 __virtualname__ = "webfarm"
 

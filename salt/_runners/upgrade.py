@@ -37,6 +37,7 @@ import salt.client
 import salt.exceptions
 import salt.pillar
 import salt.utils.data
+
 import webfarm_events
 import webfarm_trust
 import webfarm_upgrade

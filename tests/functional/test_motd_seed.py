@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 import webfarm_motd as motd
 
 FORTUNES = Path("/usr/share/games/fortunes")

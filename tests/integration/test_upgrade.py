@@ -15,8 +15,8 @@ import json
 import time
 
 import pytest
-import webfarm_haproxy
 
+import webfarm_haproxy
 from lab.proc import wait_for
 from lab.upgrade import orchestrate_report
 from tests.support.upgrade_lab import PREPROD, ROGUE

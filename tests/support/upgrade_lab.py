@@ -5,8 +5,8 @@ import threading
 from pathlib import Path
 
 import pytest
-import webfarm_haproxy
 
+import webfarm_haproxy
 from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.httpapp import Traffic
 from lab.net import free_port

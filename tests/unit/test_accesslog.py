@@ -3,6 +3,7 @@
 import datetime as dt
 
 import pytest
+
 import webfarm_accesslog as acl
 
 NOW = dt.datetime(2026, 1, 10, 12, 0, tzinfo=dt.UTC)

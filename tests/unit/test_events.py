@@ -4,8 +4,9 @@ import re
 from pathlib import Path
 
 import pytest
-import webfarm_events
 import yaml
+
+import webfarm_events
 
 REPO = Path(__file__).resolve().parents[2]
 PART = r"[a-z][a-z0-9_]*"

@@ -2,8 +2,9 @@ import os
 import stat
 
 import pytest
-import webfarm_files
 from salt.exceptions import CommandExecutionError
+
+import webfarm_files
 
 
 def test_read_text_missing_is_none_and_bad_bytes_are_replaced(tmp_path):

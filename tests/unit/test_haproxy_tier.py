@@ -2,8 +2,9 @@ import copy
 import re
 
 import pytest
-import webfarm_haproxy as wh
 import yaml
+
+import webfarm_haproxy as wh
 
 
 def topo():

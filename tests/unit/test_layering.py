@@ -145,3 +145,45 @@ def test_the_import_check_finds_a_test_import(tmp_path):
     (tmp_path / "step.py").write_text("import lab.net\nfrom tests.support.sshd import keygen\n")
     (tmp_path / "other.py").write_text("import testsuite\nimport json\n")
     assert imports_of(tmp_path, ["tests"]) == {"step.py": ["tests.support.sshd"]}
+
+
+def sys_path_edits(path):
+    """Lines of ``path`` that change ``sys.path`` (a call on it or an assignment into it)."""
+    found = []
+    for node in ast.walk(ast.parse(Path(path).read_text(), filename=str(path))):
+        target = None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            target = node.func.value
+        elif isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            target = next((t.value for t in targets if isinstance(t, ast.Subscript)), None)
+        if (
+            isinstance(target, ast.Attribute)
+            and target.attr == "path"
+            and isinstance(target.value, ast.Name)
+            and target.value.id == "sys"
+        ):
+            found.append(node.lineno)
+    return sorted(found)
+
+
+def test_sys_path_is_edited_in_one_place():
+    """``lab/__init__.py`` puts salt/_utils on sys.path (pytest's ``pythonpath`` does it for
+    the tests); a bench script, run by path, adds only the repository, once."""
+    edits = {}
+    for tree in ("salt", "lab", "demo", "bench", "tests", "scripts"):
+        for path in sorted((REPO / tree).rglob("*.py")):
+            if lines := sys_path_edits(path):
+                edits[str(path.relative_to(REPO))] = len(lines)
+    benches = {name: n for name, n in edits.items() if name.startswith("bench/")}
+    assert {k: v for k, v in edits.items() if k not in benches} == {"lab/__init__.py": 1}
+    assert set(benches.values()) == {1}, benches
+
+
+def test_the_sys_path_check_sees_each_form(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import sys\nsys.path.insert(0, 'a')\nsys.path[:0] = ['b']\nsys.path.append('c')\n"
+        "x = sys.path[0]\n"
+    )
+    assert sys_path_edits(module) == [2, 3, 4]

@@ -4,6 +4,7 @@ comparison with the seed's own script is tests/functional/test_motd_seed.py)."""
 import re
 
 import pytest
+
 import webfarm_motd as motd
 
 PRENTICE = (

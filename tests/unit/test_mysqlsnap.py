@@ -12,6 +12,7 @@ import datetime
 import json
 
 import pytest
+
 import webfarm_mysqlsnap as logic
 
 UTC = datetime.UTC

@@ -1,6 +1,7 @@
 import ipaddress
 
 import pytest
+
 import webfarm_policyroute as pr
 from webfarm_policyroute import AF_INET, AF_INET6, MAIN, Op, PolicyRouteError, Route, Rule
 

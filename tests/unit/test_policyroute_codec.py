@@ -4,11 +4,12 @@ import errno
 import struct
 
 import pytest
-import webfarm_policyroute as pr
-import webfarm_policyroute_codec as codec
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_DELROUTE, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+import webfarm_policyroute as pr
+import webfarm_policyroute_codec as codec
 
 INDEX = {"eth0": 2, "eth1": 7}
 

@@ -10,7 +10,6 @@ speed is measured in bench/scale.py, not asserted.
 """
 
 import re
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,13 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+import webfarm_haproxy as wh
+import webfarm_upgrade as wu
 from demo import cluster
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "salt" / "_utils"))
-
-import webfarm_haproxy as wh  # noqa: E402
-import webfarm_upgrade as wu  # noqa: E402
 
 SITES, FARMS, MEMBERS = 4, 8, 16
 

@@ -5,6 +5,7 @@ Gentoo cannot run on this Debian machine.
 """
 
 import pytest
+
 import webfarm_upgrade as wu
 
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pymysql
 import pytest
-import webfarm_mysqlsnap as logic
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+import webfarm_mysqlsnap as logic
 from lab.mariadb import (
     BACKUP_PASSWORD,
     Writer,

@@ -4,9 +4,9 @@ import copy
 import os
 
 import pytest
-import webfarm_policyroute
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+import webfarm_policyroute
 from lab.netns import ip, run
 from tests.support.netns import seed_pillar
 
