@@ -157,7 +157,10 @@ def test_outage_mid_stream_loses_nothing_and_never_blocks_the_writer(
     code, err = finish(proc, timeout=120)
     assert code == 0, err
     print(f"writer max write(): {worst[0] * 1000:.2f} ms, outage {up_after:.1f}s")
-    assert worst[0] <= 0.050, f"writer blocked {worst[0] * 1000:.1f} ms"
+    # A shipper that stops reading while the store is down blocks the writer for the rest
+    # of the 3 s outage (the full pipe); on a loaded 2-core machine a single pipe write can
+    # still wait ~0.1 s for the reader to be scheduled, which is not what this test is about.
+    assert worst[0] <= 0.5, f"writer blocked {worst[0] * 1000:.1f} ms"
     assert spooled_while_down > 0, "the outage did not reach the spool: test proves nothing"
     client = server.client()
     expected = {line.split(b" ")[2].decode() for line in lines}
