@@ -205,17 +205,16 @@ def dead_letters(limit=10):
         salt-call accesslog.dead_letters 5
     """
     try:
-        limit = webfarm_accesslog.positive_int(limit, "limit", webfarm_accesslog.MAX_LIMIT)
+        query = webfarm_accesslog.dead_letters_query(limit)
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
     settings = _settings()
     client = _client(settings)
     try:
         coll = client[settings["database"]][settings["dead_letter_collection"]]
-        found = coll.find({}, {"_id": 0}).sort("received", -1).limit(limit)
         return [
             {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in doc.items()}
-            for doc in found
+            for doc in coll.find(**query)
         ]
     except PyMongoError as exc:
         raise _failed(settings, exc) from None

@@ -1,11 +1,8 @@
 """Pure logic of the access-log store: settings, time ranges, aggregation pipelines, index plans.
 
 No Salt and no server access here; ``salt/_modules/accesslog.py`` runs what these build.
-
-Document shape (written by ``salt/states/accesslog/files/webfarm_shipper.py``): ``ip``,
-``time`` (UTC datetime) + ``tz`` (the logged offset), ``method``, ``path``, ``query``,
-``protocol``, ``status``, ``bytes``, ``referer``, ``user_agent``, ``source`` (the web server),
-plus whatever else the LogFormat logs.
+The documents (written by ``salt/states/accesslog/files/webfarm_shipper.py``) and the fields
+queried and indexed here are defined in ``webfarm_accessdoc``.
 
 Sharding (500+ web servers): shard the access collection on ``{"path": 1, "_id": 1}``
 (:data:`SHARD_KEY`). ``visitors(url)`` - the question the store exists for - then goes to the
@@ -18,6 +15,8 @@ import datetime as dt
 import re
 from urllib.parse import urlsplit, urlunsplit
 
+import webfarm_accessdoc as schema
+
 DEFAULTS = {
     "uri": "mongodb://127.0.0.1:27017/",
     "database": "weblogs",
@@ -28,7 +27,7 @@ DEFAULTS = {
     "index_ip": True,
 }
 
-SHARD_KEY = {"path": 1, "_id": 1}
+SHARD_KEY = schema.SHARD_KEY
 TTL_INDEX = "time_ttl"
 DEAD_TTL_INDEX = "received_ttl"
 URL_INDEX = "path_time"
@@ -140,7 +139,7 @@ def time_match(since=None, until=None, now=None):
         cond["$gte"] = start
     if end:
         cond["$lt"] = end
-    return {"time": cond} if cond else {}
+    return {schema.TIME: cond} if cond else {}
 
 
 def _group_by(field, match, limit, sort=None):
@@ -150,8 +149,8 @@ def _group_by(field, match, limit, sort=None):
             "$group": {
                 "_id": f"${field}",
                 "hits": {"$sum": 1},
-                "first": {"$min": "$time"},
-                "last": {"$max": "$time"},
+                "first": {"$min": f"${schema.TIME}"},
+                "last": {"$max": f"${schema.TIME}"},
             }
         },
         {"$sort": sort or {"hits": -1, "_id": 1}},
@@ -167,8 +166,8 @@ def visitors_pipeline(url, since=None, until=None, limit=100, prefix=False, now=
         raise ValueError("url must be a non-empty path such as /index.html")
     limit = positive_int(limit, "limit", MAX_LIMIT)
     path = {"$regex": "^" + re.escape(url)} if _bool(prefix, "prefix") else url
-    match = {"path": path, **time_match(since, until, now)}
-    return _group_by("ip", match, limit)
+    match = {schema.PATH: path, **time_match(since, until, now)}
+    return _group_by(schema.IP, match, limit)
 
 
 def hits_pipeline(ip, since=None, until=None, limit=100, now=None):
@@ -176,19 +175,29 @@ def hits_pipeline(ip, since=None, until=None, limit=100, now=None):
     if not isinstance(ip, str) or not ip or " " in ip:
         raise ValueError(f"ip must be an address such as 192.0.2.1, got {ip!r}")
     limit = positive_int(limit, "limit", MAX_LIMIT)
-    return _group_by("path", {"ip": ip, **time_match(since, until, now)}, limit)
+    return _group_by(schema.PATH, {schema.IP: ip, **time_match(since, until, now)}, limit)
 
 
 def top_urls_pipeline(n=10, since=None, until=None, now=None):
     """The ``n`` most requested paths."""
     n = positive_int(n, "n", MAX_LIMIT)
-    return _group_by("path", time_match(since, until, now), n)
+    return _group_by(schema.PATH, time_match(since, until, now), n)
 
 
 def status_pipeline(since=None, until=None, now=None):
     """Hits per HTTP status."""
-    pipeline = _group_by("status", time_match(since, until, now), None, sort={"_id": 1})
+    pipeline = _group_by(schema.STATUS, time_match(since, until, now), None, sort={"_id": 1})
     return pipeline
+
+
+def dead_letters_query(limit=10):
+    """``find()`` arguments for the newest ``limit`` dead letters, without ``_id``."""
+    return {
+        "filter": {},
+        "projection": {schema.ID: 0},
+        "sort": [(schema.RECEIVED, -1)],
+        "limit": positive_int(limit, "limit", MAX_LIMIT),
+    }
 
 
 def _iso(value):
@@ -215,12 +224,12 @@ def rows(results, key):
 def wanted_indexes(settings):
     """{collection role: {index name: (keys, options)}} the store should have."""
     ttl = settings["retention_days"] * 86400
-    access = {TTL_INDEX: ([("time", 1)], {"expireAfterSeconds": ttl})}
+    access = {TTL_INDEX: (list(schema.TTL_KEY), {"expireAfterSeconds": ttl})}
     if settings["index_url"]:
-        access[URL_INDEX] = ([("path", 1), ("time", 1)], {})
+        access[URL_INDEX] = (list(schema.URL_KEY), {})
     if settings["index_ip"]:
-        access[IP_INDEX] = ([("ip", 1), ("time", 1)], {})
-    dead = {DEAD_TTL_INDEX: ([("received", 1)], {"expireAfterSeconds": ttl})}
+        access[IP_INDEX] = (list(schema.IP_KEY), {})
+    dead = {DEAD_TTL_INDEX: (list(schema.DEAD_TTL_KEY), {"expireAfterSeconds": ttl})}
     return {"access": access, "dead": dead}
 
 

@@ -79,6 +79,17 @@ def test_other_pipelines():
         acl.top_urls_pipeline("ten")
 
 
+def test_dead_letters_query_is_the_newest_first():
+    assert acl.dead_letters_query(5) == {
+        "filter": {},
+        "projection": {"_id": 0},
+        "sort": [("received", -1)],
+        "limit": 5,
+    }
+    with pytest.raises(ValueError, match="limit"):
+        acl.dead_letters_query(0)
+
+
 def test_rows_make_plain_data():
     when = dt.datetime(2015, 5, 17, 10, 5, 3)
     assert acl.rows([{"_id": "1.2.3.4", "hits": 2, "first": when, "last": when}], "ip") == [
