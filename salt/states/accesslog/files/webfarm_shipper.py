@@ -7,6 +7,10 @@ combined``), that syslog-ng runs as a ``program()`` destination, or that a sched
 over rotated files (``--file``). It also holds the ``LogFormat`` parser; the Salt execution
 module's tests import this file by path so there is one copy of it.
 
+The fields of the documents it writes (access and dead-letter) are the store's contract,
+defined in ``salt/_utils/webfarm_accessdoc.py``; deployed as this one file, the shipper names
+them itself, and ``tests/unit/test_accessdoc.py`` fails when the two drift apart.
+
 Pipeline
 --------
 * A reader thread reads the input in 64 KiB chunks, splits lines and cuts batches. It never
