@@ -194,17 +194,22 @@ def validate_topology(topology):
             else:
                 seen_ids[entry["id"]] = where
 
-    primary = []
+    def lb_list(raw_lbs, where_list):
+        """The LBs of ``raw_lbs`` that validate, each remembered; the others in errors."""
+        lbs = []
+        for number, raw in enumerate(raw_lbs, 1):
+            where = f"{where_list}[{number}]"
+            entry = _endpoint(raw, where, errors)
+            if entry:
+                remember(entry, where)
+                lbs.append(entry)
+        return lbs
+
     raw_primary = topology.get("primary_lb") or []
     if not isinstance(raw_primary, list):
         errors.append("primary_lb: must be a list of {id, address, port}")
         raw_primary = []
-    for number, raw in enumerate(raw_primary, 1):
-        where = f"primary_lb[{number}]"
-        entry = _endpoint(raw, where, errors)
-        if entry:
-            remember(entry, where)
-            primary.append(entry)
+    primary = lb_list(raw_primary, "primary_lb")
 
     sites = {}
     raw_sites = topology.get("sites")
@@ -218,17 +223,11 @@ def validate_topology(topology):
         if not isinstance(raw_site, dict):
             errors.append(f"{where_site}: must be a mapping with lbs and farms")
             continue
-        lbs = []
         raw_lbs = raw_site.get("lbs") or []
         if not isinstance(raw_lbs, list) or not raw_lbs:
             errors.append(f"{where_site}: site has no lbs")
             raw_lbs = []
-        for number, raw in enumerate(raw_lbs, 1):
-            where = f"{where_site}.lbs[{number}]"
-            entry = _endpoint(raw, where, errors)
-            if entry:
-                remember(entry, where)
-                lbs.append(entry)
+        lbs = lb_list(raw_lbs, f"{where_site}.lbs")
         farms = {}
         raw_farms = raw_site.get("farms")
         if not isinstance(raw_farms, dict) or not raw_farms:
