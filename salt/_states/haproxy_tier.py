@@ -31,6 +31,52 @@ def _ret(name, comment):
     return {"name": name, "result": True, "comment": comment, "changes": {}}
 
 
+def _config_managed(name, what, service, start, plan, apply, args, reload_changes, validate=None):
+    """A rendered config in place and its ``service`` running: ``plan`` (an execution
+    function, called with ``args``) says what differs, ``validate`` (if any) checks the
+    candidate in test mode, ``apply`` replaces it and reloads or starts the service;
+    ``reload_changes(done["reloaded"])`` is what a reload adds to the changes."""
+    ret = _ret(name, f"{what} config is already as wanted and running")
+    try:
+        planned = __salt__[plan](**args)
+        if not planned["changed"] and (planned["running"] or not start):
+            return ret
+        if __opts__["test"]:
+            if validate and planned["changed"]:
+                __salt__[validate](**args)
+            actions = []
+            if planned["changed"]:
+                actions.append(f"replaced {planned['config']}")
+                ret["changes"]["diff"] = planned["diff"]
+            if planned["running"] and planned["changed"]:
+                actions.append(f"reloaded {service}")
+            elif not planned["running"] and start:
+                actions.append(f"started {service}")
+                ret["changes"]["started"] = True
+            ret["result"] = None
+            ret["comment"] = "Would have " + " and ".join(actions)
+            return ret
+        done = __salt__[apply](**args, start_if_stopped=start)
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    if done["changed"]:
+        ret["changes"]["diff"] = done["diff"]
+    if done["reloaded"]:
+        ret["changes"].update(reload_changes(done["reloaded"]))
+    if done["started"]:
+        ret["changes"]["started"] = done["started"]
+    ret["comment"] = f"{what} config " + (
+        "replaced and reloaded"
+        if done["reloaded"]
+        else f"written and {service} started"
+        if done["started"]
+        else "written"
+    )
+    return ret
+
+
 def configured(name, tier="site", site=None, start=True):
     """
     The config of ``tier`` rendered from the topology is in place and HAProxy runs it.
@@ -53,48 +99,19 @@ def configured(name, tier="site", site=None, start=True):
         salt 'lb-s*' state.single haproxy_tier.configured site-lb tier=site
         salt lb-primary state.single haproxy_tier.configured primary-lb tier=primary test=True
     """
-    ret = _ret(name, f"HAProxy {tier} config is already as wanted and running")
-    try:
-        plan = __salt__["haproxy_tier.plan"](tier=tier, site=site)
-        if not plan["changed"] and (plan["running"] or not start):
-            return ret
-        if __opts__["test"]:
-            if plan["changed"]:
-                __salt__["haproxy_tier.validate"](tier=tier, site=site)
-            actions = []
-            if plan["changed"]:
-                actions.append(f"replaced {plan['config']}")
-                ret["changes"]["diff"] = plan["diff"]
-            if plan["running"] and plan["changed"]:
-                actions.append("reloaded HAProxy")
-            elif not plan["running"] and start:
-                actions.append("started HAProxy")
-                ret["changes"]["started"] = True
-            ret["result"] = None
-            ret["comment"] = "Would have " + " and ".join(actions)
-            return ret
-        done = __salt__["haproxy_tier.apply"](tier=tier, site=site, start_if_stopped=start)
-    except SaltException as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
-    if done["changed"]:
-        ret["changes"]["diff"] = done["diff"]
-    if done["reloaded"]:
-        ret["changes"]["worker_pid"] = {
-            "old": done["reloaded"]["old_worker_pid"],
-            "new": done["reloaded"]["worker_pid"],
-        }
-    if done["started"]:
-        ret["changes"]["started"] = done["started"]
-    ret["comment"] = f"HAProxy {tier} config " + (
-        "replaced and reloaded"
-        if done["reloaded"]
-        else "written and HAProxy started"
-        if done["started"]
-        else "written"
+    return _config_managed(
+        name,
+        f"HAProxy {tier}",
+        "HAProxy",
+        start,
+        plan="haproxy_tier.plan",
+        apply="haproxy_tier.apply",
+        args={"tier": tier, "site": site},
+        reload_changes=lambda reloaded: {
+            "worker_pid": {"old": reloaded["old_worker_pid"], "new": reloaded["worker_pid"]}
+        },
+        validate="haproxy_tier.validate",
     )
-    return ret
 
 
 def _group_args(name, tier):
@@ -116,6 +133,32 @@ def _admin_states(name, server, tier, socket):
     }
 
 
+def _admin_managed(name, server, tier, socket, want, already, would, act):
+    """The servers of ``name`` (or its ``server``) in admin state ``want`` (``ready`` or
+    ``maint``). ``would`` is the test-mode comment with ``{}`` for the servers to move;
+    ``act(todo)`` moves them through the execution module and returns the comment."""
+    ret = _ret(name, already)
+    try:
+        states = _admin_states(name, server, tier, socket)
+        todo = sorted(srv for srv, state in states.items() if state != want)
+        if not todo:
+            return ret
+        changes = {srv: {"old": states[srv], "new": want} for srv in todo}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = would.format(", ".join(todo))
+            ret["changes"] = changes
+            return ret
+        comment = act(todo)
+    except SaltException as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+        return ret
+    ret["changes"] = changes
+    ret["comment"] = comment
+    return ret
+
+
 def drained(name, server=None, tier="site", timeout=60, socket=None):
     """
     The farm ``name`` (a site with ``tier: primary``), or its ``server``, is drained:
@@ -130,33 +173,28 @@ def drained(name, server=None, tier="site", timeout=60, socket=None):
 
         salt lb-s1 state.single haproxy_tier.drained f1 timeout=120
     """
-    ret = _ret(name, f"{name} is already drained (maint)")
-    try:
-        states = _admin_states(name, server, tier, socket)
-        todo = sorted(srv for srv, state in states.items() if state != "maint")
-        if not todo:
-            return ret
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Would have drained {', '.join(todo)}"
-            ret["changes"] = {srv: {"old": states[srv], "new": "maint"} for srv in todo}
-            return ret
+
+    def drain(todo):
         done = __salt__["haproxy_tier.drain"](
             server=server, timeout=timeout, tier=tier, socket=socket, **_group_args(name, tier)
         )
-    except SaltException as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
-    ret["changes"] = {srv: {"old": states[srv], "new": "maint"} for srv in todo}
-    if done["timed_out"]:
-        ret["comment"] = (
-            f"Drained {', '.join(todo)}: timed out after {timeout}s with "
-            f"{done['sessions_left']} session(s) still running, now in maint"
-        )
-    else:
-        ret["comment"] = f"Drained {', '.join(todo)} in {done['seconds']}s"
-    return ret
+        if done["timed_out"]:
+            return (
+                f"Drained {', '.join(todo)}: timed out after {timeout}s with "
+                f"{done['sessions_left']} session(s) still running, now in maint"
+            )
+        return f"Drained {', '.join(todo)} in {done['seconds']}s"
+
+    return _admin_managed(
+        name,
+        server,
+        tier,
+        socket,
+        want="maint",
+        already=f"{name} is already drained (maint)",
+        would="Would have drained {}",
+        act=drain,
+    )
 
 
 def ready(name, server=None, tier="site", socket=None):
@@ -171,27 +209,23 @@ def ready(name, server=None, tier="site", socket=None):
 
         salt lb-s1 state.single haproxy_tier.ready f1
     """
-    ret = _ret(name, f"{name} is already ready")
-    try:
-        states = _admin_states(name, server, tier, socket)
-        todo = sorted(srv for srv, state in states.items() if state != "ready")
-        if not todo:
-            return ret
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Would have put {', '.join(todo)} back in service"
-            ret["changes"] = {srv: {"old": states[srv], "new": "ready"} for srv in todo}
-            return ret
+
+    def put_back(todo):
         __salt__["haproxy_tier.ready"](
             server=server, tier=tier, socket=socket, **_group_args(name, tier)
         )
-    except SaltException as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
-    ret["changes"] = {srv: {"old": states[srv], "new": "ready"} for srv in todo}
-    ret["comment"] = f"Put {', '.join(todo)} back in service"
-    return ret
+        return f"Put {', '.join(todo)} back in service"
+
+    return _admin_managed(
+        name,
+        server,
+        tier,
+        socket,
+        want="ready",
+        already=f"{name} is already ready",
+        would="Would have put {} back in service",
+        act=put_back,
+    )
 
 
 def vrrp_configured(name, start=True):
@@ -210,43 +244,16 @@ def vrrp_configured(name, start=True):
 
         salt 'lb-*' state.single haproxy_tier.vrrp_configured vrrp
     """
-    ret = _ret(name, "keepalived config is already as wanted and running")
-    try:
-        plan = __salt__["haproxy_tier.vrrp_plan"]()
-        if not plan["changed"] and (plan["running"] or not start):
-            return ret
-        if __opts__["test"]:
-            actions = []
-            if plan["changed"]:
-                actions.append(f"replaced {plan['config']}")
-                ret["changes"]["diff"] = plan["diff"]
-            if plan["running"] and plan["changed"]:
-                actions.append("reloaded keepalived")
-            elif not plan["running"] and start:
-                actions.append("started keepalived")
-                ret["changes"]["started"] = True
-            ret["result"] = None
-            ret["comment"] = "Would have " + " and ".join(actions)
-            return ret
-        done = __salt__["haproxy_tier.vrrp_apply"](start_if_stopped=start)
-    except SaltException as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-        return ret
-    if done["changed"]:
-        ret["changes"]["diff"] = done["diff"]
-    if done["reloaded"]:
-        ret["changes"]["reloaded"] = True
-    if done["started"]:
-        ret["changes"]["started"] = done["started"]
-    ret["comment"] = "keepalived config " + (
-        "replaced and reloaded"
-        if done["reloaded"]
-        else "written and keepalived started"
-        if done["started"]
-        else "written"
+    return _config_managed(
+        name,
+        "keepalived",
+        "keepalived",
+        start,
+        plan="haproxy_tier.vrrp_plan",
+        apply="haproxy_tier.vrrp_apply",
+        args={},
+        reload_changes=lambda reloaded: {"reloaded": True},
     )
-    return ret
 
 
 def sysctl_tuned(name, netns=None, persist=None):
