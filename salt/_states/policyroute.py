@@ -33,6 +33,26 @@ def _summary(changes):
     return ", ".join(parts)
 
 
+def _changed(name, already, preview, change, would, done):
+    """The state return of ``change()``: nothing to do (comment ``already``) when
+    ``preview()``, the same changes computed without making them, is empty; in test mode
+    ``would``, else ``done``, each with the summary of the changes."""
+    ret = {"name": name, "result": True, "comment": already, "changes": {}}
+    try:
+        changes = preview()
+        if not changes:
+            return ret
+        if __opts__["test"]:
+            ret.update(result=None, comment=f"{would}: {_summary(changes)}", changes=changes)
+            return ret
+        changes = change()
+    except SaltException as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    ret.update(comment=f"{done}: {_summary(changes)}", changes=changes)
+    return ret
+
+
 def managed(
     name,
     table=None,
@@ -60,12 +80,6 @@ def managed(
         salt web1 state.single policyroute.managed webfarm
         salt web1 state.single policyroute.managed webfarm table=uplink1 test=True
     """
-    ret = {
-        "name": name,
-        "result": True,
-        "comment": "Policy routing is already as wanted",
-        "changes": {},
-    }
     kwargs = {
         "default": default,
         "tables": tables,
@@ -74,21 +88,14 @@ def managed(
         "iproute2_dir": iproute2_dir,
         "config_file": config_file,
     }
-    try:
-        changes = __salt__["policyroute.diff"](**kwargs)
-        if not changes:
-            return ret
-        if __opts__["test"]:
-            ret.update(
-                result=None, comment=f"Would have changed: {_summary(changes)}", changes=changes
-            )
-            return ret
-        changes = __salt__["policyroute.apply"](**kwargs)
-    except SaltException as exc:
-        ret.update(result=False, comment=str(exc))
-        return ret
-    ret.update(comment=f"Policy routing changed: {_summary(changes)}", changes=changes)
-    return ret
+    return _changed(
+        name,
+        "Policy routing is already as wanted",
+        preview=lambda: __salt__["policyroute.diff"](**kwargs),
+        change=lambda: __salt__["policyroute.apply"](**kwargs),
+        would="Would have changed",
+        done="Policy routing changed",
+    )
 
 
 def absent(name, netns=None, iproute2_dir=None):
@@ -101,25 +108,12 @@ def absent(name, netns=None, iproute2_dir=None):
 
         salt web1 state.single policyroute.absent uplink1
     """
-    ret = {
-        "name": name,
-        "result": True,
-        "comment": f"Table {name} has no webfarm routes or rules: already as wanted",
-        "changes": {},
-    }
     kwargs = {"netns": netns, "iproute2_dir": iproute2_dir}
-    try:
-        changes = __salt__["policyroute.flush"](name, test=True, **kwargs)
-        if not changes:
-            return ret
-        if __opts__["test"]:
-            ret.update(
-                result=None, comment=f"Would have removed: {_summary(changes)}", changes=changes
-            )
-            return ret
-        changes = __salt__["policyroute.flush"](name, **kwargs)
-    except SaltException as exc:
-        ret.update(result=False, comment=str(exc))
-        return ret
-    ret.update(comment=f"Table {name} removed: {_summary(changes)}", changes=changes)
-    return ret
+    return _changed(
+        name,
+        f"Table {name} has no webfarm routes or rules: already as wanted",
+        preview=lambda: __salt__["policyroute.flush"](name, test=True, **kwargs),
+        change=lambda: __salt__["policyroute.flush"](name, **kwargs),
+        would="Would have removed",
+        done=f"Table {name} removed",
+    )
