@@ -338,12 +338,7 @@ def options(
     errors = []
     if kind not in KINDS:
         errors.append(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "app":
-        try:
-            version = check_version(version)
-        except ValueError as exc:
-            errors.append(str(exc))
-    elif version is not None:
+    if kind == "app" or version is not None:
         try:
             version = check_version(version)
         except ValueError as exc:
