@@ -234,9 +234,16 @@ def release(version, source=None, root=None, service=None):
         "switched": switched,
         "path": target,
         "restarted": restarted,
-        "seconds": round(time.monotonic() - started, 3),
     }
-    webfarm_events.fire(__salt__, "farm", "release", "done", ret)
+    return _done("release", ret, started)
+
+
+def _done(action, ret, started=None):
+    """Fire ``webfarm/farm/<action>/done`` with ``ret`` and return it; with ``started``
+    (a ``time.monotonic()``), ``ret`` first gets ``seconds``: the time since then."""
+    if started is not None:
+        ret["seconds"] = round(time.monotonic() - started, 3)
+    webfarm_events.fire(__salt__, "farm", action, "done", ret)
     return ret
 
 
@@ -292,9 +299,7 @@ def rollback(root=None, service=None):
     except OSError as exc:
         raise CommandExecutionError(f"cannot switch {root}/current to {back}: {exc}") from exc
     restarted = _restart(service)
-    ret = {"version": back, "previous": now, "restarted": restarted}
-    webfarm_events.fire(__salt__, "farm", "rollback", "done", ret)
-    return ret
+    return _done("rollback", {"version": back, "previous": now, "restarted": restarted})
 
 
 def _memcached_endpoint(address, port):
@@ -355,9 +360,7 @@ def flush_cache(address=None, port=None, timeout=5):
         ) from exc
     if reply.strip() != b"OK":
         raise CommandExecutionError(f"memcached {address}:{port} answered {reply!r} to flush_all")
-    ret = {"address": address, "port": port, "flushed": True}
-    webfarm_events.fire(__salt__, "farm", "flush_cache", "done", ret)
-    return ret
+    return _done("flush_cache", {"address": address, "port": port, "flushed": True})
 
 
 def _probe(url, timeout):
@@ -452,14 +455,8 @@ def upgrade_os(pkgs=None):
         raise SaltInvocationError(str(exc)) from None
     started = time.monotonic()
     changes = __salt__[function](**kwargs)
-    ret = {
-        "function": function,
-        "kwargs": kwargs,
-        "changes": changes,
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    webfarm_events.fire(__salt__, "farm", "upgrade_os", "done", ret)
-    return ret
+    ret = {"function": function, "kwargs": kwargs, "changes": changes}
+    return _done("upgrade_os", ret, started)
 
 
 def make_conf(path="/etc/portage/make.conf", binhost_url=None, hw_profile=None):
@@ -475,13 +472,22 @@ def make_conf(path="/etc/portage/make.conf", binhost_url=None, hw_profile=None):
         salt -G 'os_family:Gentoo' farm.make_conf binhost_url=http://binhost/packages
     """
     binhost_url = binhost_url or _settings().get("binhost_url")
+    return _edit_make_conf(
+        webfarm_upgrade.make_conf, path, binhost_url, hw_profile, "upgrade:binhost_url"
+    )
+
+
+def _edit_make_conf(edit, path, value, hw_profile, pillar_key):
+    """``edit(text of path, value, hw_profile)``: the make.conf ``path`` should have, for
+    ``hw_profile`` (default grain ``webfarm:hw_profile``); a missing ``value`` (pillar
+    ``pillar_key``) or profile is a SaltInvocationError that names both."""
     hw_profile = hw_profile or (__grains__.get("webfarm", {}) or {}).get("hw_profile")
     existing = _read_or_empty(path)
     try:
-        return webfarm_upgrade.make_conf(existing, binhost_url, hw_profile)
+        return edit(existing, value, hw_profile)
     except ValueError as exc:
         raise SaltInvocationError(
-            f"{exc}: set pillar upgrade:binhost_url and grain webfarm:hw_profile"
+            f"{exc}: set pillar {pillar_key} and grain webfarm:hw_profile"
         ) from None
 
 
@@ -718,14 +724,13 @@ def buildhost_make_conf(path="/etc/portage/make.conf", pkgdir_root=None, hw_prof
         or _buildhost_settings().get("pkgdir_root")
         or webfarm_upgrade.BUILDHOST_PKGDIR_ROOT
     )
-    hw_profile = hw_profile or (__grains__.get("webfarm", {}) or {}).get("hw_profile")
-    existing = _read_or_empty(path)
-    try:
-        return webfarm_upgrade.buildhost_make_conf(existing, pkgdir_root, hw_profile)
-    except ValueError as exc:
-        raise SaltInvocationError(
-            f"{exc}: set pillar upgrade:buildhost:pkgdir_root and grain webfarm:hw_profile"
-        ) from None
+    return _edit_make_conf(
+        webfarm_upgrade.buildhost_make_conf,
+        path,
+        pkgdir_root,
+        hw_profile,
+        "upgrade:buildhost:pkgdir_root",
+    )
 
 
 def buildhost_rsyncd_conf():
