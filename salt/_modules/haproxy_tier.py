@@ -181,6 +181,12 @@ def render(tier="site", site=None):
 # --------------------------------------------------------------------------- config files
 
 
+def _rendered(tier, site):
+    """``tier`` checked, its settings and its config rendered from the topology."""
+    tier = _tier(tier)
+    return tier, _settings(tier), render(tier, site)
+
+
 def _check_file(settings, path):
     proc = subprocess.run(
         [settings["binary"], "-c", "-f", path],
@@ -207,9 +213,7 @@ def validate(tier="site", site=None):
 
         salt lb-s1 haproxy_tier.validate site
     """
-    tier = _tier(tier)
-    settings = _settings(tier)
-    text = render(tier, site)
+    tier, settings, text = _rendered(tier, site)
     fd, tmp = tempfile.mkstemp(prefix="haproxy-check.", suffix=".cfg")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -284,9 +288,7 @@ def plan(tier="site", site=None):
 
         salt lb-s1 haproxy_tier.plan site
     """
-    tier = _tier(tier)
-    settings = _settings(tier)
-    wanted = render(tier, site)
+    tier, settings, wanted = _rendered(tier, site)
     current = webfarm_files.read_text(settings["config"])
     return {
         "config": settings["config"],
@@ -414,9 +416,7 @@ def apply(tier="site", site=None, start_if_stopped=True):
 
         salt lb-s1 haproxy_tier.apply site
     """
-    tier = _tier(tier)
-    settings = _settings(tier)
-    wanted = render(tier, site)
+    tier, settings, wanted = _rendered(tier, site)
     path = settings["config"]
     current = webfarm_files.read_text(path)
     running = status(tier)["running"]
