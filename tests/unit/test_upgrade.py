@@ -498,3 +498,34 @@ def test_a_mixed_site_upgrades_its_oldest_farm_first():
     versions.update({"web-s2-f2-m1": "2.0.9", "web-s2-f2-m2": "2.0.10"})
     assert names(wu.plan(FARMS, "app", versions=versions))[0] == ["s1/f2", "s2/f2"]
     assert names(wu.plan(FARMS, "app")) == [["s1/f1", "s2/f1"], ["s1/f2", "s2/f2"]]
+
+
+def _defaults_of(path, name):
+    """``{parameter: default}`` of the function ``name`` in the module file ``path`` (read, not
+    imported: the runner needs a master)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    args = func.args.args
+    defaults = [None] * (len(args) - len(func.args.defaults)) + func.args.defaults
+    return {
+        a.arg: (ast.literal_eval(d) if d is not None else "<required>")
+        for a, d in zip(args, defaults, strict=True)
+    }
+
+
+def test_the_runners_rollout_options_default_as_options_does():
+    """``salt-run upgrade.rollout`` repeats ``webfarm_upgrade.options``' parameters as its CLI
+    (each documented there); a default changed on one side only must fail here."""
+    import inspect
+    from pathlib import Path
+
+    runner = Path(__file__).resolve().parents[2] / "salt" / "_runners" / "upgrade.py"
+    rollout = _defaults_of(runner, "rollout")
+    options = {
+        name: "<required>" if p.default is inspect.Parameter.empty else p.default
+        for name, p in inspect.signature(wu.options).parameters.items()
+    }
+    assert set(options) <= set(rollout)
+    assert {name: rollout[name] for name in options} == options
