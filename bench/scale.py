@@ -8,8 +8,10 @@ sites x farms x members + a primary LB, one LB per site and a monitor) and that 
 ``webfarm:topology`` pillar, and prints:
 
 - minion RSS (median per minion, total; a minion's process and its children);
-- ``saltutil.sync_all`` to all, ``state.apply`` (the state top, motd + less, with their
-  files under the bench's dir) converging all, then again as a no-op (no changes);
+- ``saltutil.sync_all`` to all; ``state.apply`` converging all, then again as a no-op (no
+  changes), with the bench's own state top (motd + less, their files under the bench's dir;
+  the repo's by-role top would configure this machine's /etc for every role at once); the
+  by-role top itself (``state.top``) with ``test=True`` on one minion of each role;
 - pillar render per minion on the master (``salt.pillar.get_pillar(...).compile_pillar()``
   in this process with the master's config, median over the minions) and ``pillar.items``
   to all (the master renders every minion's pillar at once);
@@ -19,13 +21,20 @@ sites x farms x members + a primary LB, one LB per site and a monitor) and that 
 - Nagios: the server config rendered from the real mine (demo.cluster.render_nagios) and
   ``nagios4 -v`` (if installed);
 - Salt round trip of a farm step: ``test.ping`` and ``farm.version`` to one farm's members
-  (LocalClient, as the upgrade runner calls them), median of ``REPEAT``.
+  (LocalClient, as the upgrade runner calls them), median of ``REPEAT``;
+- an app rollout of every farm under live traffic (lab.upgrade.FarmLab: memcached per farm,
+  a PHP app per member and on the preprod host, a site HAProxy per site and the primary
+  HAProxy, all on loopback, the topology pillar naming them; per-minion paths and sockets
+  through a file_tree ext_pillar): ``state.orchestrate upgrade.preprod`` then
+  ``state.orchestrate upgrade`` as an operator runs them, browser sessions through the
+  primary tier meanwhile: wall time, waves, inherent waits, overhead per wave, Salt round
+  trips and job latency per step, failed requests and version regressions (both must be 0).
 
 Then it fits each figure against N (power law: exponent ~0 constant, ~1 linear, more is
 worse), projects it to the seed's 512 members (518 minions), and prints the budgets: no-op
 highstate of the whole cluster <= 5 min, master pillar render <= 0.5 s per minion, a full
-32-farm rollout <= 8 x (drain + health) + 10 % (projected from the step round trip; the
-rollout itself, under live traffic, is measured by bench/upgrade.py on the lab topology).
+32-farm rollout <= 8 x (drain + health) + 10 % (projected from the step round trip and from
+the measured rollouts' overhead per wave).
 The pillar render of the 512-member topology is also measured directly (no daemons needed).
 
 Every daemon is started by this script in its own session and stopped by PID (SIGTERM, then
@@ -52,6 +61,14 @@ sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from demo import cluster  # noqa: E402
 from demo.salt_lab import processes_naming, stop_pids  # noqa: E402
+from lab.pillar_tree import PillarOverrides  # noqa: E402
+from lab.upgrade import (  # noqa: E402
+    FarmLab,
+    build_release,
+    median_latency,
+    orchestrate_report,
+    rollout_summary,
+)
 
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_NS = (10, 30, 100)
@@ -61,6 +78,9 @@ N_512 = 518  # 4 x 8 x 16 members + primary LB + 4 site LBs + monitor
 # Rollout budget inputs (issue 8 / bench/upgrade.py): a 60 s drain, health = rise 2 x inter 2s.
 DRAIN_S, HEALTH_S = 60.0, 4.0
 CALLS_PER_STEP = 3  # drain (site LB), the member job, ready (site LB)
+BYROLE_TOP = "byrole_top.sls"
+BENCH_TOP = {"base": ["motd", "less"]}  # what state.show_top answers for the bench's top
+INITIAL, ROLLOUT = "1.0.0", "2.0.0"  # the app release every member starts at, the one rolled out
 
 STARTED = []  # Popen of every daemon this script started
 
@@ -111,11 +131,30 @@ def write_pillar(root, topology, fmt="yaml"):
     return pillar
 
 
-def master_conf(root, pillar, ports):
+def write_state_top(root):
+    """The bench's own state top, first in file_roots so it shadows the repo's: motd and less
+    on every minion, their files under ``root/hosts/<id>`` (pillar ``bench``). The repo's
+    by-role top would configure this machine's own /etc for every role at once (HAProxy,
+    Nagios, Apache, the LB sysctls); the bench runs it, as ``BYROLE_TOP`` (a link to
+    salt/states/top.sls), only with ``test=True``. (Not ``state_top``: the pillar top is
+    looked up by that name too.)"""
+    states = root / "states"
+    write_yaml(states / "top.sls", {env: {"*": sls} for env, sls in BENCH_TOP.items()})
+    (states / BYROLE_TOP).symlink_to(REPO / "salt" / "states" / "top.sls")
+    return states
+
+
+def master_conf(root, pillar, ports, ext_pillar=None, states=None):
     conf = yaml.safe_load(
         (REPO / "docs" / "master.d-example.conf").read_text().replace("/srv/webfarm", str(REPO))
     )
     conf["pillar_roots"]["base"].insert(0, str(pillar))
+    # Without a top of the bench's own, a highstate is the repo's by-role top (see above).
+    conf["file_roots"]["base"].insert(0, str(states or write_state_top(root)))
+    if ext_pillar:
+        conf.update({"ext_pillar": [ext_pillar], "ext_pillar_first": False})
+    if ext_pillar:
+        conf.update({"ext_pillar": [ext_pillar], "ext_pillar_first": False})
     conf.update(
         {
             "id": "wf-scale-master",
@@ -273,7 +312,7 @@ def pillar_render(master_opts, grains_by_minion, sample=None):
         times.append(time.perf_counter() - started)
         if data.get("_errors"):
             raise RuntimeError(f"pillar of {minion_id}: {data['_errors']}")
-        size = max(size, len(json.dumps(data)))
+        size = max(size, len(json.dumps(data, default=str)))  # file_tree values may be bytes
     return statistics.median(times), max(times), size
 
 
@@ -360,20 +399,36 @@ def run_size(n, base):
     import salt.client
     import salt.config
 
-    sites, farms, counts = cluster.sized(n)
+    sites, farms, counts = cluster.sized(n - 1)  # one of the n is the preprod host
     topology = cluster.cluster(sites, farms, counts)
-    grains = cluster.minions(topology)
-    ids = sorted(grains)
-    assert len(ids) == n
+    topology["preprod"] = [{"id": "preprod", "address": "10.0.0.40"}]
     root = Path(tempfile.mkdtemp(prefix=f"n{n}-", dir=base))
     figures = {"shape": f"{sites}x{farms} farms, {min(counts)}-{max(counts)} members"}
-    print(f"\n=== N={n}: {figures['shape']} ({len(ids)} minions), dir {root}", flush=True)
-    ports = (free_port(), free_port())
-    pillar = write_pillar(root, topology)
-    mconf = master_conf(root, pillar, ports)
+    dist = root / "dist"
+    for version in (INITIAL, ROLLOUT):
+        build_release(dist, version)
+    farm_lab = FarmLab(topology, root / "farms", dist, initial=INITIAL)
     logs = root / "logs"
     logs.mkdir()
     try:
+        started = time.perf_counter()
+        topology = farm_lab.start().topology
+        figures["farms_start_s"] = time.perf_counter() - started
+        grains = cluster.minions(topology)
+        ids = sorted(grains)
+        assert len(ids) == n
+        print(
+            f"\n=== N={n}: {figures['shape']} + preprod ({len(ids)} minions), dir {root};"
+            f" {len(farm_lab.apps)} PHP apps, {len(farm_lab.caches)} memcached,"
+            f" {len(farm_lab.instances)} HAProxy up in {figures['farms_start_s']:.1f} s",
+            flush=True,
+        )
+        ports = (free_port(), free_port())
+        pillar = write_pillar(root, topology)
+        tree = PillarOverrides(root / "pillar-tree")
+        for minion_id, data in farm_lab.pillars().items():
+            tree.set(minion_id, data)
+        mconf = master_conf(root, pillar, ports, ext_pillar=tree.ext_pillar())
         spawn("salt-master", mconf, open(logs / "master.log", "w"))  # noqa: SIM115
         time.sleep(4)
         master_opts = salt.config.master_config(str(mconf))
@@ -399,6 +454,9 @@ def run_size(n, base):
         figures["sync_all_master_cpu_s"] = (master_cpu() - cpu0) / n
         expect_all(ret, ids, "saltutil.sync_all")
         figures["sync_all_s"] = t
+        # A highstate here must be the bench's top: the by-role one would configure this host.
+        tops = client.cmd("*", "state.show_top", timeout=120)
+        expect_all(tops, ids, "state.show_top is the bench's", lambda v: v == BENCH_TOP)
         t, ret = timed(client.cmd, "*", "state.apply", timeout=900)
         expect_all(ret, ids, "state.apply (converge)", states_ok)
         figures["highstate_first_s"] = t
@@ -411,8 +469,26 @@ def run_size(n, base):
         expect_all(ret, ids, "state.apply (no-op)", states_ok)
         changed = sum(states_changed(r) for r in ret.values())
         if changed:
-            raise RuntimeError(f"the no-op highstate changed {changed} states")
+            which = {
+                k: v.get("changes") for r in ret.values() for k, v in r.items() if v.get("changes")
+            }
+            raise RuntimeError(f"the no-op highstate changed {changed} states: {str(which)[:1500]}")
         figures["highstate_noop_s"] = t
+        # The repo's by-role top, test=True (rendered, compiled, checked, nothing changed) on
+        # one minion of each role: its cost per minion, without N more highstates here.
+        sample = sorted({grains[m]["webfarm"]["role"]: m for m in reversed(ids)}.values())
+        cpu0 = master_cpu()
+        minion_cpu0 = sum(cpu_s(session_pids(minion_procs[m])) for m in sample)
+        t, ret = timed(
+            client.cmd, sample, "state.top", [BYROLE_TOP], kwarg={"test": True},
+            tgt_type="list", timeout=900,
+        )  # fmt: skip
+        figures["byrole_master_cpu_s"] = (master_cpu() - cpu0) / len(sample)
+        minion_cpu = sum(cpu_s(session_pids(minion_procs[m])) for m in sample) - minion_cpu0
+        figures["byrole_minion_cpu_s"] = minion_cpu / len(sample)
+        expect_all(ret, sample, f"state.top {BYROLE_TOP} test=True", lambda v: isinstance(v, dict))
+        figures["byrole_test_s"] = t
+        figures["byrole_states"] = statistics.median(len(r) for r in ret.values())
 
         med, worst, size = pillar_render(master_opts, grains)
         figures["pillar_render_s"], figures["pillar_render_max_s"] = med, worst
@@ -483,14 +559,78 @@ def run_size(n, base):
         figures["rss_median_mib"] = statistics.median(per) / 1024
         figures["rss_total_mib"] = sum(per) / 1024
         figures["master_rss_mib"] = rss_kib(session_pids(STARTED[0])) / 1024
+        figures.update(app_rollout(farm_lab, mconf))
         figures["load1"] = os.getloadavg()[0]
     finally:
+        farm_lab.stop()
         left = stop_everything(root)
         if left:
             print(f"  WARNING: pids that would not stop: {left}", flush=True)
         shutil.rmtree(root, ignore_errors=True)
         for key, value in figures.items():
             print(f"  {key}: {value:.3f}" if isinstance(value, float) else f"  {key}: {value}")
+    return figures
+
+
+def salt_run(mconf, *args, timeout=1800):
+    """``salt-run`` as an operator runs it (JSON out): ``(returncode, data)``."""
+    proc = subprocess.run(
+        [str(VENV_BIN / "salt-run"), "-c", str(mconf.parent), "--out=json", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    try:
+        data = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        data = proc.stdout[-2000:]
+    return proc.returncode, data
+
+
+def app_rollout(farm_lab, mconf):
+    """Release ROLLOUT tested on preprod, then rolled over every farm under live traffic
+    through both HAProxy tiers (``state.orchestrate upgrade``); the figures."""
+    code, data = salt_run(mconf, "saltutil.sync_all")
+    if code != 0:
+        raise RuntimeError(f"salt-run saltutil.sync_all: {str(data)[:600]}")
+    pillar = json.dumps({"upgrade": {"kind": "app", "version": ROLLOUT}})
+    t, (code, data) = timed(
+        salt_run, mconf, "state.orchestrate", "upgrade.preprod", f"pillar={pillar}"
+    )
+    if code != 0:
+        raise RuntimeError(f"upgrade.preprod {ROLLOUT}: {str(data)[:1200]}")
+    figures = {"preprod_s": t}
+    with farm_lab.traffic() as traffic:
+        time.sleep(2)  # sessions exist before the first drain
+        t, (code, data) = timed(salt_run, mconf, "state.orchestrate", "upgrade", f"pillar={pillar}")
+        time.sleep(1)
+    report = orchestrate_report(data)
+    if code != 0 or not report or not report.get("result"):
+        raise RuntimeError(f"upgrade {ROLLOUT}: {str(report or data)[:1500]}")
+    summary = rollout_summary(report, t)
+    versions = {app.member: app for app in farm_lab.apps.values()}
+    behind = [m for m, app in versions.items() if (app.root / "current").readlink().name != ROLLOUT]
+    figures.update(
+        {
+            "rollout_s": t,
+            "rollout_waves": summary["waves"],
+            "rollout_farms": summary["steps"],
+            "rollout_inherent_s": summary["drain"] + summary["health"],
+            "rollout_overhead_wave_s": summary["overhead_per_wave"],
+            "rollout_round_trips": max(summary["round_trips"]),
+            "drain_call_s": median_latency(summary["latency"], "haproxy_tier.drain"),
+            "step_call_s": median_latency(summary["latency"], "farm.upgrade_step"),
+            "ready_call_s": median_latency(summary["latency"], "haproxy_tier.ready"),
+            "requests": traffic.requests(),
+            "failed_requests": len(traffic.failures),
+            "regressions": len(traffic.regressions()),
+            "members_not_upgraded": len(behind),
+        }
+    )
+    print(
+        f"  app rollout {INITIAL} -> {ROLLOUT}: {summary['steps']} farms in {summary['waves']}"
+        f" waves, {t:.1f} s; {traffic.requests()} requests, {len(traffic.failures)} failed,"
+        f" {figures['regressions']} version regressions, {len(behind)} members not upgraded",
+        flush=True,
+    )
     return figures
 
 
@@ -556,6 +696,10 @@ ROWS = [
     ("highstate_noop_s", "highstate no-op, all, this machine (s)", None),
     ("highstate_master_cpu_s", "  master CPU per minion, no-op highstate (s)", None),
     ("highstate_minion_cpu_s", "  minion CPU per minion, no-op highstate (s)", None),
+    ("byrole_test_s", "by-role highstate test=True, one minion per role (s)", None),
+    ("byrole_states", "  states per minion, by-role top (median)", None),
+    ("byrole_master_cpu_s", "  master CPU per minion, by-role test=True (s)", None),
+    ("byrole_minion_cpu_s", "  minion CPU per minion, by-role test=True (s)", None),
     ("pillar_render_s", "pillar render per minion, master (s)", ("<= 0.5 s", 0.5)),
     ("pillar_bytes", "pillar size per minion (bytes)", None),
     ("pillar_items_s", "pillar.items, all (s)", None),
@@ -572,7 +716,24 @@ ROWS = [
     ("farm_call_s", "farm.version to one farm (s)", None),
     ("member_call_s", "farm.version to one member (s)", None),
     ("ping_all_s", "test.ping to all (s)", None),
+    ("farms_start_s", "start the farms' apps, memcached, HAProxy (s)", None),
+    ("preprod_s", "upgrade.preprod orchestration (s)", None),
+    ("rollout_s", "app rollout of all farms, live traffic (s)", None),
+    ("rollout_waves", "  waves", None),
+    ("rollout_inherent_s", "  inherent waits (drain + health) (s)", None),
+    ("rollout_overhead_wave_s", "  overhead per wave (s)", None),
+    ("rollout_round_trips", "  Salt round trips per farm step (max)", ("<= 3", 3)),
+    ("drain_call_s", "  haproxy_tier.drain call (median s)", None),
+    ("step_call_s", "  farm.upgrade_step call (median s)", None),
+    ("ready_call_s", "  haproxy_tier.ready call (median s)", None),
+    ("requests", "  requests during the rollout", None),
+    ("failed_requests", "  failed requests", ("0", 0)),
+    ("regressions", "  sessions with a version regression", ("0", 0)),
+    ("members_not_upgraded", "  members not on the new release", ("0", 0)),
 ]
+
+
+MEASURED_BUDGETS = {"rollout_round_trips", "failed_requests", "regressions", "members_not_upgraded"}
 
 
 def report(ns, results, direct_512):
@@ -594,7 +755,11 @@ def report(ns, results, direct_512):
         if key == "pillar_render_s" and direct_512:
             proj_s += f" (measured: {direct_512[0]:.3g})"
             proj = direct_512[0]
-        if budget and proj is not None:
+        if budget and key in MEASURED_BUDGETS:  # counts: every run must meet it
+            worst = max((v for v in values if v is not None), default=None)
+            if worst is not None:
+                verdict = f"{budget[0]}: {'OK' if worst <= budget[1] else 'FAILED'}"
+        elif budget and proj is not None:
             verdict = f"{budget[0]}: {'OK' if proj <= budget[1] else 'OVER'}"
         print(f"| {label} | {cells} | {growth} | {proj_s} | {verdict} |")
     loads = " | ".join(f"{r.get('load1', 0):.2f}" for r in results)
@@ -626,6 +791,14 @@ def report(ns, results, direct_512):
             f" + 8 waves x {CALLS_PER_STEP} Salt round trips x {step:.2f} s (projected to 512)"
             f" = {inherent + overhead:.0f} s; budget {inherent * 1.1:.0f} s:"
             f" {'OK' if overhead <= inherent * 0.1 else 'OVER'}"
+        )
+    wave = projected.get("rollout_overhead_wave_s")
+    if wave is not None:
+        print(
+            f"\nFull 32-farm app rollout at 512 from the measured rollouts (their overhead per"
+            f" wave, fitted and projected to 512: {wave:.2f} s): {inherent:.0f} s inherent + 8 x"
+            f" {wave:.2f} s = {inherent + 8 * wave:.0f} s; budget {inherent * 1.1:.0f} s:"
+            f" {'OK' if 8 * wave <= inherent * 0.1 else 'OVER'}"
         )
     if direct_512:
         print(

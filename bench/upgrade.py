@@ -63,18 +63,6 @@ def test_bench_upgrade(upgrade_lab):
     results["regressions"] = len(traffic.regressions())
 
 
-def _inherent(report):
-    waves = {}
-    for step in report["steps"]:
-        t = step["timings"]
-        wave = waves.setdefault(t["wave"], [0.0, 0.0])
-        wave[0] = max(wave[0], t.get("drain_wait", 0))
-        wave[1] = max(wave[1], t.get("health_wait", 0))
-    drain = sum(w[0] for w in waves.values())
-    health = sum(w[1] for w in waves.values())
-    return drain, health, len(waves)
-
-
 def _plan_512(costs):
     import lab  # noqa: F401 - salt/_utils on sys.path
     import webfarm_upgrade as wu
@@ -98,6 +86,8 @@ def _plan_512(costs):
 
 
 def _print():
+    from lab.upgrade import median_latency, rollout_summary
+
     runs = RESULTS.get("runs")
     if not runs:
         print("benchmark did not complete; see the pytest output above")
@@ -111,21 +101,20 @@ def _print():
     totals, inherents, per_wave, per_step, trips = [], [], [], [], []
     latency = {}
     for version, wall, report in runs:
-        drain, health, waves = _inherent(report)
+        summary = rollout_summary(report, wall)
+        drain, health, waves = summary["drain"], summary["health"], summary["waves"]
         inherent = drain + health
-        steps = len(report["steps"])
-        step_trips = [s["timings"]["round_trips"] for s in report["steps"]]
-        trips += step_trips
+        trips += summary["round_trips"]
         totals.append(wall)
         inherents.append(inherent)
-        per_wave.append((wall - inherent) / waves)
-        per_step.append((wall - inherent) / steps)
+        per_wave.append(summary["overhead_per_wave"])
+        per_step.append(summary["overhead_per_step"])
         print(
             f"{version:>8} {wall:8.2f} {report['seconds']:9.2f} {waves:6d} {drain:11.3f}"
-            f" {health:12.3f} {per_wave[-1]:16.2f} {max(step_trips):17d}"
+            f" {health:12.3f} {per_wave[-1]:16.2f} {max(summary['round_trips']):17d}"
         )
-        for call in report["latency"]:
-            latency.setdefault(call["fun"], []).append(call["seconds"])
+        for fun, values in summary["latency"].items():
+            latency.setdefault(fun, []).extend(values)
     print(
         f"median: total {statistics.median(totals):.2f} s vs inherent waits"
         f" {statistics.median(inherents):.3f} s"
@@ -146,9 +135,9 @@ def _print():
             f"  {fun:<28} n={len(values):3d} median {statistics.median(values):6.3f} s"
             f"  max {max(values):6.3f} s"
         )
-    drain_call = statistics.median(latency.get("haproxy_tier.drain", [0.0]))
-    member = statistics.median(latency.get("farm.upgrade_step", [0.0]))
-    ready = statistics.median(latency.get("haproxy_tier.ready", [0.0]))
+    drain_call = median_latency(latency, "haproxy_tier.drain")
+    member = median_latency(latency, "farm.upgrade_step")
+    ready = median_latency(latency, "haproxy_tier.ready")
     costs = drain_call + member + ready
     print(
         f"== 512 members on paper (4 sites x 8 farms x 16 members), {DRAIN_512:.0f} s drain + "

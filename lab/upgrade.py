@@ -14,15 +14,20 @@ resolved with readlink on every request, so a switched symlink is seen by the ne
 Processes are started with subprocess argument lists and stopped by PID.
 """
 
+import copy
 import shutil
 import socket
+import statistics
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 import webfarm_haproxy
-from lab.proc import stop_process
+from lab.haproxy_lab import Instance, haproxy_pillar
+from lab.httpapp import Traffic
+from lab.net import free_port
+from lab.proc import stop_process, wait_for
 
 APP_INDEX = r"""<?php
 $version = trim(file_get_contents(__DIR__ . '/VERSION'));
@@ -254,3 +259,172 @@ def orchestrate_report(data):
             if found is not None:
                 return found
     return None
+
+
+class FarmLab:
+    """Every farm of a ``webfarm:topology`` (sites -> farms -> members with ids) running on
+    loopback: memcached per farm, a :class:`PhpApp` per member and per ``preprod`` entry at
+    release ``initial``, one site HAProxy per site (for its first LB) and the primary HAProxy.
+
+    Site ``i`` lives on ``127.<10+i>.0.0/16``: its LB on ``.0.1``, farm ``j``'s memcached on
+    ``.j.2`` and member ``m`` on ``.j.<m+10>``; preprod on ``127.10.0.<10+k>``, the primary on
+    127.0.0.1; every port is free-picked. :attr:`topology` is the input with those addresses,
+    what the master's pillar must name. :meth:`pillars` gives each minion's ``upgrade`` /
+    ``haproxy`` pillar (paths, URLs, sockets), for :class:`lab.pillar_tree.PillarOverrides`.
+    """
+
+    def __init__(self, topology, base_dir, dist, initial="1.0.0", workers=1):
+        self.source = topology
+        self.base, self.dist = Path(base_dir), Path(dist)
+        self.initial, self.workers = initial, workers
+        self.topology = None
+        self.caches, self.apps, self.instances = {}, {}, {}
+        self.site_lbs = {}  # site -> the LB minion its HAProxy instance stands for
+        self.primary_port = None
+        self._procs = []
+
+    def start(self):
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _app(self, ident, address, memcached=None):
+        root = self.base / "apps" / ident
+        install_release(root, self.dist, self.initial)
+        app = PhpApp(root, address, free_port(address), ident, memcached, self.workers)
+        self.apps[ident] = app.start()
+        return app
+
+    def _start(self):
+        topo = copy.deepcopy(self.source)
+        topo["from_mine"] = False
+        for s_index, (site, data) in enumerate(sorted(topo["sites"].items()), 1):
+            net = f"127.{10 + s_index}"
+            lb = data["lbs"][0]
+            lb.update(address=f"{net}.0.1", port=free_port(f"{net}.0.1"))
+            self.site_lbs[site] = lb["id"]
+            for f_index, (farm, farm_data) in enumerate(sorted(data["farms"].items()), 1):
+                cache = (f"{net}.{f_index}.2", free_port(f"{net}.{f_index}.2"))
+                self._procs.append(start_memcached(*cache))
+                self.caches[(site, farm)] = cache
+                farm_data["memcached"] = {"address": cache[0], "port": cache[1]}
+                for number, member in farm_data["members"].items():
+                    app = self._app(member["id"], f"{net}.{f_index}.{int(number) + 10}", cache)
+                    member.update(address=app.address, port=app.port)
+        for k, entry in enumerate(topo.get("preprod") or [], 1):
+            app = self._app(entry["id"], f"127.10.0.{10 + k}")
+            entry.update(address=app.address, port=app.port)
+        self.primary_port = free_port("127.0.0.1")
+        topo["primary_lb"][0].update(address="127.0.0.1", port=self.primary_port)
+        self.topology = topo
+        clean = webfarm_haproxy.validate_topology(topo)
+        haproxy_dir = str(self.base / "haproxy")
+        for site, data in clean["sites"].items():
+            lb = data["lbs"][0]
+            pillar = haproxy_pillar(haproxy_dir, "site", site, f"{lb['address']}:{lb['port']}")
+            pillar["site"]["name"] = site
+            settings = webfarm_haproxy.tier_settings(pillar, "site")
+            binds = [(lb["address"], lb["port"])]
+            text = webfarm_haproxy.render(clean, settings, site=site, binds=binds)
+            self.instances[site] = Instance("site", settings, site).start(text)
+        bind = f"127.0.0.1:{self.primary_port}"
+        settings = webfarm_haproxy.tier_settings(
+            haproxy_pillar(haproxy_dir, "primary", "primary", bind), "primary"
+        )
+        text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
+        self.instances["primary"] = Instance("primary", settings).start(text)
+        for name, instance in self.instances.items():
+            wait_for(lambda i=instance: all_up(i), 60, f"{name} HAProxy: every server UP")
+
+    def member_pillar(self, ident, source=None, cache=None):
+        """``upgrade`` pillar of member (or, without ``cache``, preprod host) ``ident``."""
+        app = self.apps[ident]
+        upgrade = {
+            "root": str(app.root),
+            "source": source or str(self.dist / "{version}"),
+            "health_url": app.url,
+            "health_timeout": "6",
+        }
+        if cache:
+            upgrade["memcached"] = {"address": cache[0], "port": str(cache[1])}
+        return {"upgrade": upgrade}
+
+    def pillars(self):
+        """``{minion_id: pillar}`` of every member, preprod host and site LB of the lab."""
+        out = {}
+        for site, data in self.topology["sites"].items():
+            for farm, farm_data in data["farms"].items():
+                for member in farm_data["members"].values():
+                    out[member["id"]] = self.member_pillar(
+                        member["id"], cache=self.caches[(site, farm)]
+                    )
+            socket_path = self.instances[site].socket
+            out[self.site_lbs[site]] = {"haproxy": {"site": {"socket": socket_path}}}
+        for entry in self.topology.get("preprod") or []:
+            pillar = self.member_pillar(entry["id"])
+            # the release's own check: PHP must parse its entry point
+            root = pillar["upgrade"]["root"]
+            pillar["upgrade"]["check_cmd"] = f"php -l {root}/releases/{{version}}/index.php"
+            out[entry["id"]] = pillar
+        return out
+
+    def traffic(self, **kwargs):
+        """Browser-like sessions through the primary HAProxy (:class:`lab.httpapp.Traffic`)."""
+        return Traffic("127.0.0.1", self.primary_port, **{"threads": 6, **kwargs})
+
+    def monitor(self):
+        return Monitor({s: i for s, i in self.instances.items() if s != "primary"})
+
+    def stop(self):
+        for instance in self.instances.values():
+            instance.stop()
+        for app in self.apps.values():
+            app.stop()
+        for proc in self._procs:
+            stop_process(proc)
+
+
+def all_up(instance):
+    """Whether every server of the HAProxy ``instance`` is UP."""
+    rows = webfarm_haproxy.parse_show_stat(instance.command("show stat"))
+    return all(r["status"] == "UP" for r in rows if r["svname"] != "FRONTEND")
+
+
+def rollout_summary(report, wall):
+    """Figures of one upgrade runner ``report`` that took ``wall`` seconds: the inherent waits
+    (per wave the longest drain and the longest health wait of its farms, summed), the
+    overhead per wave and per farm step, round trips per step and the Salt job latency of
+    each step function (``{fun: [seconds]}``)."""
+    waves = {}
+    for step in report["steps"]:
+        timings = step["timings"]
+        wave = waves.setdefault(timings["wave"], [0.0, 0.0])
+        wave[0] = max(wave[0], timings.get("drain_wait", 0))
+        wave[1] = max(wave[1], timings.get("health_wait", 0))
+    drain = sum(w[0] for w in waves.values())
+    health = sum(w[1] for w in waves.values())
+    latency = {}
+    for call in report.get("latency") or []:
+        latency.setdefault(call["fun"], []).append(call["seconds"])
+    steps = max(1, len(report["steps"]))
+    return {
+        "wall": wall,
+        "runner": report.get("seconds"),
+        "waves": len(waves),
+        "steps": len(report["steps"]),
+        "drain": drain,
+        "health": health,
+        "overhead_per_wave": (wall - drain - health) / max(1, len(waves)),
+        "overhead_per_step": (wall - drain - health) / steps,
+        "round_trips": [s["timings"]["round_trips"] for s in report["steps"]],
+        "latency": latency,
+    }
+
+
+def median_latency(latency, fun):
+    """Median seconds of ``fun``'s calls in a :func:`rollout_summary` latency map (0 if none)."""
+    values = latency.get(fun)
+    return statistics.median(values) if values else 0.0

@@ -6,12 +6,12 @@ Per-minion pillar overrides (to point paths at a temp root) go through a ``file_
 ext_pillar: ``pillar_override(minion_id, {...})`` writes them.
 """
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+
+from lab.pillar_tree import PillarOverrides
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONF = REPO / "docs" / "master.d-example.conf"
@@ -27,31 +27,6 @@ def webfarm_grains(role, site=None, farm=None, member=None, hw_profile="generic-
     grains = {"role": role, "hw_profile": hw_profile}
     grains.update({k: v for k, v in (("site", site), ("farm", farm), ("member", member)) if v})
     return {"webfarm": grains}
-
-
-class PillarOverrides:
-    """Writes a file_tree ext_pillar: hosts/<minion>/<key>/<subkey> files hold the values."""
-
-    def __init__(self, root):
-        self.root = Path(root)
-        (self.root / "hosts").mkdir(parents=True, exist_ok=True)
-
-    def set(self, minion_id, data):
-        host = self.root / "hosts" / minion_id
-        shutil.rmtree(host, ignore_errors=True)
-        self._write(host, data)
-
-    def clear(self, minion_id):
-        shutil.rmtree(self.root / "hosts" / minion_id, ignore_errors=True)
-
-    def _write(self, path, data):
-        if isinstance(data, dict):
-            path.mkdir(parents=True, exist_ok=True)
-            for key, value in data.items():
-                self._write(path / str(key), value)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(data if isinstance(data, str) else json.dumps(data))
 
 
 @pytest.fixture(scope="session")

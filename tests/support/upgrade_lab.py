@@ -10,9 +10,10 @@ import webfarm_haproxy
 from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.httpapp import Traffic
 from lab.net import free_port
+from lab.pillar_tree import PillarOverrides
 from lab.proc import stop_process, wait_for
 from lab.upgrade import Monitor, PhpApp, build_release, install_release, start_memcached
-from tests.support.salt_daemons import PillarOverrides, master_config, webfarm_grains
+from tests.support.salt_daemons import master_config, webfarm_grains
 
 
 @pytest.fixture(scope="session")
