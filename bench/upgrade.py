@@ -13,7 +13,9 @@ default) and prints, per rollout and as medians:
 - total: wall time of ``salt-run state.orchestrate upgrade`` and the runner's own time;
 - inherent: per wave, the longest drain wait plus the longest health wait of its farms
   (farms of one wave run at once), summed over the waves;
-- overhead: (total - inherent) per wave and per farm step; round trips per farm step;
+- overhead: what the waves took beyond their inherent waits, per wave and per farm step
+  (``lab.upgrade.rollout_summary``; the plan before the first wave is outside it); round
+  trips per farm step;
 - Salt job latency per step function (median / max of the runner's LocalClient calls);
 - the 512-member plan: waves from ``webfarm_upgrade.plan`` and, per wave, 60 s of drain plus
   the measured cost of the drain call, the member job and the ready call.

@@ -394,18 +394,26 @@ def all_up(instance):
 
 
 def rollout_summary(report, wall):
-    """Figures of one upgrade runner ``report`` that took ``wall`` seconds: the inherent waits
-    (per wave the longest drain and the longest health wait of its farms, summed), the
-    overhead per wave and per farm step, round trips per step and the Salt job latency of
-    each step function (``{fun: [seconds]}``)."""
+    """Figures of one upgrade runner ``report`` that took ``wall`` seconds.
+
+    Per wave (its farms run at once): the longest drain wait and the longest health wait of
+    its farms (the inherent waits) and its longest farm step (drain + member job + ready);
+    ``waves_s`` sums the latter, ``fixed_s`` is the rest of ``wall`` (salt-run, the plan:
+    grains of every minion, versions of every member, the preprod record); the overhead per
+    wave and per farm step is what the waves took beyond their inherent waits. Also the
+    round trips per step and the Salt job latency of each step function
+    (``{fun: [seconds]}``)."""
     waves = {}
     for step in report["steps"]:
         timings = step["timings"]
-        wave = waves.setdefault(timings["wave"], [0.0, 0.0])
+        wave = waves.setdefault(timings["wave"], [0.0, 0.0, 0.0])
         wave[0] = max(wave[0], timings.get("drain_wait", 0))
         wave[1] = max(wave[1], timings.get("health_wait", 0))
+        took = sum(timings.get(k, 0) for k in ("drain", "upgrade_step", "rollback", "ready"))
+        wave[2] = max(wave[2], took)
     drain = sum(w[0] for w in waves.values())
     health = sum(w[1] for w in waves.values())
+    waves_s = sum(w[2] for w in waves.values())
     latency = {}
     for call in report.get("latency") or []:
         latency.setdefault(call["fun"], []).append(call["seconds"])
@@ -417,8 +425,10 @@ def rollout_summary(report, wall):
         "steps": len(report["steps"]),
         "drain": drain,
         "health": health,
-        "overhead_per_wave": (wall - drain - health) / max(1, len(waves)),
-        "overhead_per_step": (wall - drain - health) / steps,
+        "waves_s": waves_s,
+        "fixed_s": wall - waves_s,
+        "overhead_per_wave": (waves_s - drain - health) / max(1, len(waves)),
+        "overhead_per_step": (waves_s - drain - health) / steps,
         "round_trips": [s["timings"]["round_trips"] for s in report["steps"]],
         "latency": latency,
     }
