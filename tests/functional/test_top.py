@@ -233,6 +233,10 @@ def test_orch_cluster_renders_in_dependency_order(minion):
     ]
     wait = high["webfarm-answers-s1-f2-2"]["salt"]
     assert {"tgt": "lb-s1,lb-s1b"} in wait and {"arg": ["http://10.77.1.22:80/"]} in wait
+    # webfarm.wait_http fails when the member does not answer in time (a strict gate)
+    assert {"name": "webfarm.wait_http"} in wait and {
+        "kwarg": {"timeout": 120, "interval": 1}
+    } in wait
 
     def requires(sid):
         (state,) = (k for k in high[sid] if not k.startswith("__"))

@@ -7,9 +7,10 @@
          publishes it (mine.update), which nagios.client everywhere needs;
       4. highstate on the clients (every minion that is not the monitor or an LB);
       5. highstate on the monitor (its own nagios.client now finds its key);
-      6. each site's LBs wait until the site's farm members (pillar topology) answer HTTP
-         (orch:member_wait seconds, default 120; 0 skips), then highstate on the site LBs and
-         after them on the primary LBs.
+      6. each site's LBs wait until the site's farm members (pillar topology) answer HTTP 200
+         (webfarm.wait_http, orch:member_wait seconds, default 120; 0 skips; a member that
+         does not answer in time fails the wait and stops the LB steps), then highstate on
+         the site LBs and after them on the primary LBs.
     A step that fails stops the ones after it; a role without minions is skipped. Targets are by grain webfarm:role (what a
     minion applies to itself); the members waited for are the ones the pillar topology names.
     Once this ran, a plain `salt '*' state.apply` converges (the mine holds every host and
@@ -83,14 +84,14 @@ webfarm-monitor:
 
 {{ sid }}:
   salt.function:
-    - name: http.wait_for_successful_query
+    - name: webfarm.wait_http
     - tgt: {{ site_lbs | join(',') | json }}
     - tgt_type: list
     - arg:
       - http://{{ member.address }}:{{ member.get('port', 80) }}/
     - kwarg:
-        wait_for: {{ wait }}
-        request_interval: 1
+        timeout: {{ wait }}
+        interval: 1
     - require:
       - salt: webfarm-clients
 {%-     endfor %}
