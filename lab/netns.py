@@ -108,3 +108,22 @@ class NetnsLab:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def host_sysctl(key):
+    """The host's (this process's namespace's) value of sysctl ``key``, as ``sysctl -n`` prints it."""
+    return run(["sysctl", "-n", key], check=False).stdout.strip()
+
+
+def namespaced_lb_sysctl():
+    """``haproxy:sysctl`` overrides for tuning an LB inside a namespace without touching the host.
+
+    The file-descriptor ceilings are global to the kernel, so they are wanted at the host's own
+    values (already satisfied); ``netdev_max_backlog`` and ``nf_conntrack_max`` can be written
+    only from the host's namespace, so they are left out (None)."""
+    return {
+        "fs.file-max": host_sysctl("fs.file-max"),
+        "fs.nr_open": host_sysctl("fs.nr_open"),
+        "net.core.netdev_max_backlog": None,
+        "net.netfilter.nf_conntrack_max": None,
+    }

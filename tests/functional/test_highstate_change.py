@@ -13,7 +13,6 @@ change the site LB's HAProxy config and nothing else.
 
 import copy
 import os
-import subprocess
 
 import pytest
 import yaml
@@ -21,7 +20,7 @@ from saltfactories.utils.functional import Loaders
 
 from lab.haproxy_lab import haproxy_pillar
 from lab.nagios import client_pillar, remove_user
-from lab.netns import NetnsLab
+from lab.netns import NetnsLab, namespaced_lb_sysctl
 from lab.sshd import keygen
 from tests.support.salt_env import REPO
 
@@ -30,10 +29,6 @@ pytestmark = pytest.mark.timeout(300)
 MINION = "lb-s2"
 USER = "wfhs-check"
 TOP = ["motd", "less", "nagios.client", "webfarm.role_check", "haproxy", "haproxy.sysctl"]
-
-
-def _host(key):
-    return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -64,13 +59,11 @@ def lb(minion_config, tmp_path, lb_netns):
     (host / "etc" / "profile.d").mkdir(parents=True)
     (host / "etc" / "motd").write_text("lb-s2, a webfarm test host\n")
     pubkey = keygen(tmp_path / "monitor-key", "wfhs-monitor")
-    sysctl = {"net.core.netdev_max_backlog": None, "net.netfilter.nf_conntrack_max": None}
-    sysctl.update({key: _host(key) for key in ("fs.file-max", "fs.nr_open")})
     haproxy = haproxy_pillar(str(tmp_path / "haproxy"), "site", "s2", "127.0.0.1:18080")
     haproxy.update(
         {
             "start": False,
-            "sysctl": sysctl,
+            "sysctl": namespaced_lb_sysctl(),
             "sysctl_netns": lb_netns,
             "sysctl_persist": str(host / "etc" / "sysctl.d" / "60-webfarm-haproxy.conf"),
         }

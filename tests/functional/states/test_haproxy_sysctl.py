@@ -6,23 +6,9 @@ import subprocess
 
 import pytest
 
-from lab.netns import NetnsLab
+from lab.netns import NetnsLab, host_sysctl, namespaced_lb_sysctl
 
 pytestmark = pytest.mark.timeout(120)
-
-# Not per network namespace (global to the kernel): the test must not change the host's, so
-# the file-descriptor ceilings are wanted at the host's own values (already satisfied), and
-# netdev_max_backlog / nf_conntrack_max (writable only from the host's namespace) are left out.
-GLOBAL = {
-    "fs.file-max": None,
-    "fs.nr_open": None,
-    "net.core.netdev_max_backlog": None,
-    "net.netfilter.nf_conntrack_max": None,
-}
-
-
-def _host(key):
-    return subprocess.run(["sysctl", "-n", key], capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -35,10 +21,8 @@ def wf18_sysctl_ns():
 
 @pytest.fixture
 def loaders_pillar(tmp_path):
-    overrides = dict(GLOBAL)
-    overrides["fs.file-max"] = _host("fs.file-max")
-    overrides["fs.nr_open"] = _host("fs.nr_open")
-    return {"haproxy": {"sysctl": overrides}}
+    # kernel-global keys at the host's values, host-only keys left out: the host is untouched
+    return {"haproxy": {"sysctl": namespaced_lb_sysctl()}}
 
 
 def _in_ns(ns, key):
@@ -53,7 +37,7 @@ def test_sysctl_state_applies_in_a_namespace_and_is_idempotent(
 ):
     ns = wf18_sysctl_ns
     persist = str(tmp_path / "sysctl.d" / "60-webfarm-haproxy.conf")
-    host_before = {k: _host(k) for k in ("net.core.somaxconn", "net.ipv4.tcp_synack_retries")}
+    host_before = {k: host_sysctl(k) for k in ("net.core.somaxconn", "net.ipv4.tcp_synack_retries")}
     assert _in_ns(ns, "net.ipv4.tcp_synack_retries") == "5"  # a fresh namespace's default
 
     ret = states.haproxy_tier.sysctl_tuned("lb", netns=ns, persist=persist, test=testmode)
@@ -80,8 +64,8 @@ def test_sysctl_state_applies_in_a_namespace_and_is_idempotent(
     with open(persist, encoding="utf-8") as handle:
         lines = handle.read().splitlines()
     assert "net.ipv4.tcp_synack_retries = 2" in lines
-    assert f"fs.file-max = {_host('fs.file-max')}" in lines  # never lowered
-    assert host_before == {k: _host(k) for k in host_before}  # the host is untouched
+    assert f"fs.file-max = {host_sysctl('fs.file-max')}" in lines  # never lowered
+    assert host_before == {k: host_sysctl(k) for k in host_before}  # the host is untouched
 
     again = states.haproxy_tier.sysctl_tuned("lb", netns=ns, persist=persist)
     assert again.result is True and again.changes == {}
