@@ -364,12 +364,16 @@ class FarmLab:
             socket_path = self.instances[site].socket
             out[self.site_lbs[site]] = {"haproxy": {"site": {"socket": socket_path}}}
         for entry in self.topology.get("preprod") or []:
-            pillar = self.member_pillar(entry["id"])
-            # the release's own check: PHP must parse its entry point
-            root = pillar["upgrade"]["root"]
-            pillar["upgrade"]["check_cmd"] = f"php -l {root}/releases/{{version}}/index.php"
-            out[entry["id"]] = pillar
+            out[entry["id"]] = self.preprod_pillar(entry["id"])
         return out
+
+    def preprod_pillar(self, ident):
+        """``upgrade`` pillar of preprod host ``ident``: a member's, plus the release's own
+        check (PHP must parse its entry point)."""
+        pillar = FarmLab.member_pillar(self, ident)
+        root = pillar["upgrade"]["root"]
+        pillar["upgrade"]["check_cmd"] = f"php -l {root}/releases/{{version}}/index.php"
+        return pillar
 
     def traffic(self, **kwargs):
         """Browser-like sessions through the primary HAProxy (:class:`lab.httpapp.Traffic`)."""

@@ -8,11 +8,10 @@ import pytest
 
 import webfarm_haproxy
 from lab.haproxy_lab import Instance, haproxy_pillar
-from lab.httpapp import Traffic
 from lab.net import free_port
 from lab.pillar_tree import PillarOverrides
 from lab.proc import stop_process, wait_for
-from lab.upgrade import Monitor, PhpApp, build_release, install_release, start_memcached
+from lab.upgrade import FarmLab, PhpApp, all_up, build_release, install_release, start_memcached
 from tests.support.salt_daemons import master_config, webfarm_grains
 
 
@@ -54,15 +53,14 @@ def minion_id(site, farm, member):
     return f"u-web-{site}-{farm}-m{member}"
 
 
-class UpgradeLab:
-    """memcached per farm, a PHP app per member, both HAProxy tiers, per-minion pillar."""
+class UpgradeLab(FarmLab):
+    """memcached per farm, a PHP app per member, both HAProxy tiers, per-minion pillar: the
+    fixed 2 x 2 x 2 lab of the upgrade tests (its own ids and addresses), with FarmLab's
+    pillar, traffic, monitor and stop."""
 
     def __init__(self, base_dir, dist, pillar_overrides):
-        self.base = Path(base_dir)
-        self.dist = Path(dist)
+        super().__init__(None, base_dir, dist)
         self.pillar_overrides = pillar_overrides
-        self.caches, self.apps, self.instances = {}, {}, {}
-        self._procs = []
         self.broken_dist = self.base / "dist-broken"
 
     def start(self):
@@ -102,7 +100,7 @@ class UpgradeLab:
         text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
         self.instances["primary"] = Instance("primary", settings).start(text)
         for name, instance in self.instances.items():
-            wait_for(lambda i=instance: self._all_up(i), 20, f"{name} servers UP")
+            wait_for(lambda i=instance: all_up(i), 20, f"{name} servers UP")
         self._write_pillar()
         return self
 
@@ -140,10 +138,6 @@ class UpgradeLab:
             "sites": sites,
         }
 
-    def _all_up(self, instance):
-        rows = webfarm_haproxy.parse_show_stat(instance.command("show stat"))
-        return all(r["status"] == "UP" for r in rows if r["svname"] != "FRONTEND")
-
     def _write_pillar(self):
         for site in SITES:
             for farm in FARMS:
@@ -154,35 +148,12 @@ class UpgradeLab:
             self.pillar_overrides.set(
                 f"u-lb-{site}", {"haproxy": {"site": {"socket": self.instances[site].socket}}}
             )
-        app = self.apps[PREPROD]
-        self.pillar_overrides.set(
-            PREPROD,
-            {
-                "upgrade": {
-                    "root": str(app.root),
-                    "source": str(self.dist / "{version}"),
-                    "health_url": app.url,
-                    "health_timeout": "6",
-                    # the release's own check: PHP must parse its entry point
-                    "check_cmd": f"php -l {app.root}/releases/{{version}}/index.php",
-                }
-            },
-        )
+        self.pillar_overrides.set(PREPROD, self.preprod_pillar(PREPROD))
 
-    def member_pillar(self, ident, source=None):
+    def member_pillar(self, ident, source=None, cache=None):
         """The ``upgrade`` pillar of web member ``ident`` (``source`` overrides the dist)."""
         site, farm = ident.split("-")[2:4]
-        address, port = self.caches[(site, farm)]
-        app = self.apps[ident]
-        return {
-            "upgrade": {
-                "root": str(app.root),
-                "source": source or str(self.dist / "{version}"),
-                "health_url": app.url,
-                "health_timeout": "6",
-                "memcached": {"address": address, "port": str(port)},
-            }
-        }
+        return super().member_pillar(ident, source, cache or self.caches[(site, farm)])
 
     def break_member(self, ident, versions):
         """Publish ``versions`` broken (HTTP 500) for ``ident`` only: its pillar source points
@@ -210,23 +181,6 @@ class UpgradeLab:
     def roles(self):
         """``{minion_id: role}`` of the lab's minions, for the master-side topology."""
         return {ident: g["webfarm"]["role"] for ident, g in self.minion_grains().items()}
-
-    def site_instances(self):
-        return {site: self.instances[site] for site in SITES}
-
-    def traffic(self, **kwargs):
-        return Traffic("127.0.0.1", self.primary_port, **{"threads": 6, **kwargs})
-
-    def monitor(self):
-        return Monitor(self.site_instances())
-
-    def stop(self):
-        for instance in self.instances.values():
-            instance.stop()
-        for app in self.apps.values():
-            app.stop()
-        for proc in self._procs:
-            stop_process(proc)
 
 
 def upgrade_master_config(base_dir):
