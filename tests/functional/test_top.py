@@ -216,6 +216,9 @@ def test_only_a_vip_in_the_topology_adds_vrrp(minion, tmp_path):
 def test_policyroute_pillar_adds_routing(minion, tmp_path):
     loaders = minion("lb-primary", "lb-primary")
     extra = tmp_path / "operator-pillar"
+    # as pillar/top.sls says: copy the example up, then uncomment it in the top
+    example = REPO / "pillar" / "examples" / "policyroute.sls"
+    (extra / "policyroute.sls").write_text(example.read_text())
     (extra / "top.sls").write_text(
         (REPO / "pillar" / "top.sls").read_text().replace("# - policyroute", "- policyroute")
     )
