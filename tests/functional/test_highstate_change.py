@@ -12,7 +12,6 @@ change the site LB's HAProxy config and nothing else.
 """
 
 import copy
-import os
 
 import pytest
 import yaml
@@ -20,7 +19,7 @@ from saltfactories.utils.functional import Loaders
 
 from lab.haproxy_lab import haproxy_pillar
 from lab.nagios import client_pillar, remove_user
-from lab.netns import NetnsLab, namespaced_lb_sysctl
+from lab.netns import namespaced_lb_sysctl
 from lab.sshd import keygen
 from tests.support.salt_env import REPO
 
@@ -32,15 +31,7 @@ TOP = ["motd", "less", "nagios.client", "webfarm.role_check", "haproxy", "haprox
 
 
 @pytest.fixture
-def lb_netns():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and a check user need root")
-    with NetnsLab(f"wfhs{os.getpid() % 100000}") as lab:
-        yield lab.ns("lb")
-
-
-@pytest.fixture
-def lb(minion_config, tmp_path, lb_netns):
+def lb(minion_config, tmp_path, netns_lab):
     """``(loaders, pillar)``: lb-s2's loaders and the pillar that roots its host under tmp."""
     opts = dict(minion_config)
     opts.update(
@@ -64,7 +55,7 @@ def lb(minion_config, tmp_path, lb_netns):
         {
             "start": False,
             "sysctl": namespaced_lb_sysctl(),
-            "sysctl_netns": lb_netns,
+            "sysctl_netns": netns_lab.ns("lb"),
             "sysctl_persist": str(host / "etc" / "sysctl.d" / "60-webfarm-haproxy.conf"),
         }
     )

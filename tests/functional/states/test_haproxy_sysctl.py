@@ -6,17 +6,14 @@ import subprocess
 
 import pytest
 
-from lab.netns import NetnsLab, host_sysctl, namespaced_lb_sysctl
+from lab.netns import host_sysctl, namespaced_lb_sysctl
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def wf18_sysctl_ns():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    with NetnsLab(f"wf18s{os.getpid() % 100000}") as lab:
-        yield lab.ns("lb")
+def wf18_sysctl_ns(netns_lab):
+    return netns_lab.ns("lb")
 
 
 @pytest.fixture
