@@ -85,7 +85,8 @@ def wait_http(url, timeout=120, interval=1, status=200):
         ) from None
     if timeout < 0 or interval <= 0:
         raise SaltInvocationError("timeout must be >= 0 and interval > 0")
-    opener = urllib.request.build_opener(_NoRedirect)
+    # direct, never through an http_proxy from the environment: the members are internal
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
     started = time.monotonic()
     deadline = started + timeout
     while True:

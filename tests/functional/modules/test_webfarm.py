@@ -94,3 +94,10 @@ def test_wait_http_fails_when_the_time_runs_out(modules, http_server):
 def test_wait_http_refuses_bad_arguments(modules, args):
     with pytest.raises(SaltInvocationError):
         modules.webfarm.wait_http(**args)
+
+
+def test_wait_http_goes_direct_whatever_the_environments_proxy(modules, http_server, monkeypatch):
+    url, _ = http_server([200])
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    monkeypatch.setenv("no_proxy", "")
+    assert modules.webfarm.wait_http(url, timeout=2, interval=0.1)["status"] == 200
