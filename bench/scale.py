@@ -606,8 +606,8 @@ def app_rollout(farm_lab, mconf):
     if code != 0 or not report or not report.get("result"):
         raise RuntimeError(f"upgrade {ROLLOUT}: {str(report or data)[:1500]}")
     summary = rollout_summary(report, t)
-    versions = {app.member: app for app in farm_lab.apps.values()}
-    behind = [m for m, app in versions.items() if (app.root / "current").readlink().name != ROLLOUT]
+    apps = farm_lab.apps.values()  # every member and the preprod host
+    behind = [app.member for app in apps if (app.root / "current").readlink().name != ROLLOUT]
     figures.update(
         {
             "rollout_s": t,
