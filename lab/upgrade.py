@@ -320,7 +320,12 @@ class FarmLab:
         self.primary_port = free_port("127.0.0.1")
         topo["primary_lb"][0].update(address="127.0.0.1", port=self.primary_port)
         self.topology = topo
-        clean = webfarm_haproxy.validate_topology(topo)
+        self._start_tiers()
+
+    def _start_tiers(self, up_timeout=60):
+        """A site HAProxy per site (on its first LB's address) and the primary HAProxy, both
+        rendered from :attr:`topology`; wait until every server of each is UP."""
+        clean = webfarm_haproxy.validate_topology(self.topology)
         haproxy_dir = str(self.base / "haproxy")
         for site, data in clean["sites"].items():
             lb = data["lbs"][0]
@@ -337,7 +342,7 @@ class FarmLab:
         text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
         self.instances["primary"] = Instance("primary", settings).start(text)
         for name, instance in self.instances.items():
-            wait_for(lambda i=instance: all_up(i), 60, f"{name} HAProxy: every server UP")
+            wait_for(lambda i=instance: all_up(i), up_timeout, f"{name} HAProxy: every server UP")
 
     def member_pillar(self, ident, source=None, cache=None):
         """``upgrade`` pillar of member (or, without ``cache``, preprod host) ``ident``."""

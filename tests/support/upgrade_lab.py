@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import webfarm_haproxy
-from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.net import free_port
 from lab.pillar_tree import PillarOverrides
-from lab.proc import stop_process, wait_for
-from lab.upgrade import FarmLab, PhpApp, all_up, build_release, install_release, start_memcached
+from lab.proc import stop_process
+from lab.upgrade import FarmLab, PhpApp, build_release, install_release, start_memcached
 from tests.support.salt_daemons import master_config, webfarm_grains
 
 
@@ -84,36 +82,16 @@ class UpgradeLab(FarmLab):
         self.apps[PREPROD] = PhpApp(root, "127.0.3.10", free_port("127.0.3.10"), member=PREPROD)
         self.apps[PREPROD].start()
         self.topology = self._topology(members)
-        clean = webfarm_haproxy.validate_topology(self.topology)
-        for site in SITES:
-            pillar = haproxy_pillar(str(self.base / "haproxy"), "site", site, self.site_bind[site])
-            pillar["site"]["name"] = site
-            settings = webfarm_haproxy.tier_settings(pillar, "site")
-            text = webfarm_haproxy.render(
-                clean, settings, site=site, binds=[self.site_bind_tuple[site]]
-            )
-            self.instances[site] = Instance("site", settings, site).start(text)
-        pillar = haproxy_pillar(
-            str(self.base / "haproxy"), "primary", "primary", f"127.0.0.1:{self.primary_port}"
-        )
-        settings = webfarm_haproxy.tier_settings(pillar, "primary")
-        text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
-        self.instances["primary"] = Instance("primary", settings).start(text)
-        for name, instance in self.instances.items():
-            wait_for(lambda i=instance: all_up(i), 20, f"{name} servers UP")
+        self._start_tiers(up_timeout=20)
         self._write_pillar()
         return self
 
     def _topology(self, members):
         self.primary_port = free_port("127.0.0.1")
-        self.site_bind_tuple = {}
-        self.site_bind = {}
         sites = {}
         for s_index, site in enumerate(SITES, 1):
             address = f"127.0.{s_index}.1"
             port = free_port(address)
-            self.site_bind_tuple[site] = (address, port)
-            self.site_bind[site] = f"{address}:{port}"
             sites[site] = {
                 "lbs": [{"id": f"u-lb-{site}", "address": address, "port": port}],
                 "farms": {
