@@ -36,10 +36,12 @@ failures or time the copy.
 import contextlib
 import datetime
 import fcntl
+import grp
 import json
 import logging
 import math
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -739,6 +741,36 @@ def _check_tables(conn):
     return len(rows), errors
 
 
+def _reachable_by(user, path):
+    """Raise unless ``user`` may enter every directory down to ``path`` (the throw-away
+    server drops to that user; it would only say it exited during recovery)."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise CommandExecutionError(
+            f"verify runs its server as {user}, a user this host lacks"
+        ) from None
+    gids = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    current = os.sep
+    for part in os.path.abspath(path).split(os.sep)[1:]:
+        current = os.path.join(current, part)
+        st = os.stat(current)
+        if not logic.searchable(st.st_mode, st.st_uid, st.st_gid, entry.pw_uid, gids):
+            owner = f"{_name(pwd.getpwuid, st.st_uid)}:{_name(grp.getgrgid, st.st_gid)}"
+            raise CommandExecutionError(
+                f"verify runs its server as {user}, which cannot enter {current} "
+                f"({oct(st.st_mode & 0o7777)} {owner}): give it group {user} or o+x "
+                "(mysql.backup creates the destination so)"
+            )
+
+
+def _name(lookup, number):
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
+
+
 def verify(backup_dir, timeout=300):
     """
     Check a backup: start a throw-away mariadbd on a copy of it (free loopback port, no
@@ -777,6 +809,7 @@ def verify(backup_dir, timeout=300):
         if copy.returncode != 0:
             raise CommandExecutionError(f"cannot copy the backup for verify: {copy.stderr.strip()}")
         if run_as:
+            _reachable_by(run_as, work)
             chown = _run(["chown", "-R", f"{run_as}:", work], timeout)
             if chown.returncode != 0:
                 raise CommandExecutionError(f"cannot chown the verify copy: {chown.stderr.strip()}")

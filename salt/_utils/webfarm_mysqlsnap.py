@@ -598,6 +598,18 @@ def freshness(backups, max_age_s):
     }
 
 
+def searchable(mode, owner, group, uid, gids):
+    """Whether a user (``uid``, group ids ``gids``) may enter a directory of ``mode`` owned by
+    ``owner``:``group`` (the owner bits win over the group's, the group's over the others')."""
+    if uid == 0:
+        return True
+    if uid == owner:
+        return bool(mode & 0o100)
+    if group in gids:
+        return bool(mode & 0o010)
+    return bool(mode & 0o001)
+
+
 def verify_server_cmd(binary, datadir, port, socket, pid_file, log_file, run_as=None, binlog=None):
     """A throw-away server on a copy of a backup: loopback only, no grants, no replication,
     small buffers; InnoDB runs its crash recovery on start. ``binlog`` (the binlog basename

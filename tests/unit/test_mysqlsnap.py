@@ -473,3 +473,18 @@ def test_summarize_and_freshness():
     assert logic.freshness([summary], 3600) == {"newest": summary, "max_age_s": 3600, "fresh": True}
     assert logic.freshness([summary], 3599)["fresh"] is False
     assert logic.freshness([], 3600) == {"newest": None, "max_age_s": 3600, "fresh": False}
+
+
+@pytest.mark.parametrize(
+    ("mode", "owner", "group", "uid", "gids", "want"),
+    [
+        (0o750, 0, 0, 105, {107}, False),  # root:root 0750, mysql in neither
+        (0o750, 0, 107, 105, {107}, True),  # group mysql may enter
+        (0o700, 0, 107, 105, {107}, False),  # group has no x
+        (0o751, 0, 0, 105, {107}, True),  # o+x
+        (0o070, 105, 107, 105, {107}, False),  # the owner's bits win over the group's
+        (0o000, 105, 105, 0, set(), True),  # root enters anything
+    ],
+)
+def test_searchable(mode, owner, group, uid, gids, want):
+    assert logic.searchable(mode, owner, group, uid, gids) is want

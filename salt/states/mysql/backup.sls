@@ -25,10 +25,12 @@ mysqlsnap-backup:
 {%- elif role == 'db-replica' %}
 {%- if dest.startswith('/') %}
 
+{#- group mysql: mysqlsnap.verify runs its throw-away server as mysql on a copy in here. #}
 mysqlsnap-destination:
   file.directory:
     - name: {{ dest }}
     - user: root
+    - group: mysql
     - mode: '0750'
     - makedirs: True
     - require_in:

@@ -16,6 +16,7 @@ undo stack and its SIGTERM handling.
 import contextlib
 import datetime
 import fcntl
+import grp
 import importlib.util
 import json
 import os
@@ -187,6 +188,17 @@ def test_verify_reports_a_row_count_mismatch(modules, mariadb_lab, dest):
     assert report["result"] is False
     assert report["row_count_mismatches"] == {"app.events": [expected + 1, expected]}
     assert [p.name for p in dest.iterdir() if p.name.startswith(".verify-")] == []
+
+
+def test_verify_says_when_the_server_user_cannot_reach_the_backup(modules, mariadb_lab, dest):
+    ret = modules.mysqlsnap.backup()
+    os.chown(dest, 0, 0)
+    dest.chmod(0o750)  # root:root 0750: the throw-away server (as mysql) could not enter
+    with pytest.raises(CommandExecutionError, match=f"as mysql, which cannot enter {dest} "):
+        modules.mysqlsnap.verify(ret["backup_dir"])
+    assert [p.name for p in dest.iterdir() if p.name.startswith(".verify-")] == []
+    os.chown(dest, 0, grp.getgrnam("mysql").gr_gid)  # as mysql.backup creates it
+    assert modules.mysqlsnap.verify(ret["backup_dir"])["result"] is True
 
 
 # ---------------------------------------------------------------- refusals, bad input

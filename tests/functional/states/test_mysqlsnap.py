@@ -1,6 +1,7 @@
 """mysqlsnap.backed_up and the mysql/backup SLS against the real MariaDB lab (primary + GTID
 replica on btrfs, lab/mariadb.py), each case in real and test mode."""
 
+import grp
 import uuid
 
 import pytest
@@ -99,7 +100,7 @@ def test_backup_sls_schedules_only_replicas(
         if testmode:
             assert job is None and not dest.exists()
         else:
-            assert dest.is_dir()
+            assert dest.is_dir() and dest.stat().st_gid == grp.getgrnam("mysql").gr_gid  # verify
             assert job["function"] == "state.sls" and job["args"] == ["mysql.backup_now"]
             assert job["hours"] == 2 and job["splay"] == 60 and job["maxrunning"] == 1
             modules.schedule.delete("mysqlsnap-backup", offline=True)
