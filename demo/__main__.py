@@ -69,8 +69,53 @@ def summarize_highstate(result):
         ok = sum(1 for s in states.values() if s.get("result") is True)
         changed = sum(1 for s in states.values() if s.get("changes"))
         failed = [s.get("__id__", "?") for s in states.values() if s.get("result") is False]
-        rows.append((minion_id, ok, changed, len(failed), ", ".join(failed)))
+        which = [f"changed {s.get('__id__', '?')}" for s in states.values() if s.get("changes")]
+        rows.append((minion_id, ok, changed, len(failed), ", ".join(failed + which)))
     return rows
+
+
+def orch_steps(result):
+    """``[(step id, ok, comment)]`` of a ``salt-run state.orchestrate`` answer."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node and all(isinstance(k, str) and "_|-" in k for k in node):
+                found.extend(
+                    (v.get("__id__", k), v.get("result") is True, str(v.get("comment", "")))
+                    for k, v in sorted(node.items(), key=lambda kv: kv[1].get("__run_num__", 0))
+                )
+                return
+            for value in node.values():
+                walk(value)
+
+    walk(result)
+    return found
+
+
+def highstate_counts(result, ids, test=False):
+    """Print the per-minion table of a highstate answer; ``{changed, failed}`` over all
+    minions (with ``test``, a state that would change counts as changed). Raises unless both
+    are 0 and every minion answered."""
+    rows = summarize_highstate(result)
+    print(f"    {'minion':<16} {'ok':>4} {'changed':>8} {'failed':>7}")
+    changed = failed = 0
+    for minion_id, ok, n_changed, n_failed, which in rows:
+        states = result.get(minion_id)
+        if test and isinstance(states, dict):
+            n_changed = sum(
+                1 for st in states.values() if st.get("result") is None or st.get("changes")
+            )
+            ok = len(states) - n_changed - n_failed
+        changed += n_changed
+        failed += n_failed
+        print(f"    {minion_id:<16} {ok:>4} {n_changed:>8} {n_failed:>7} {which}")
+    missing = [m for m in ids if m not in result]
+    if changed or failed or missing:
+        raise RuntimeError(
+            f"not converged: {changed} changed, {failed} failed, no answer from {missing}"
+        )
+    return {"changed": changed, "failed": failed}
 
 
 def up(args):
@@ -110,18 +155,33 @@ def up(args):
             ]
             if missing and any(synced.get(m) is None for m in missing):
                 raise RuntimeError(f"sync_all did not answer from {missing}")
-        # Not the by-role highstate yet: it would configure the real /etc of this machine, because
-        # the lab's per-host roots are given per step (issue 16).
-        with Step("state.apply motd,less on every minion") as step:
-            result = salt_lab.salt("*", "state.apply", "motd,less", timeout=600)
-            rows = summarize_highstate(result)
-            figures["highstate_s"] = time.monotonic() - step.started
-            print(f"    {'minion':<16} {'ok':>4} {'changed':>8} {'failed':>7}")
-            for minion_id, ok, changed, failed, which in rows:
-                print(f"    {minion_id:<16} {ok:>4} {changed:>8} {failed:>7} {which}")
-            bad = [r[0] for r in rows if r[3]] + [m for m in ids if m not in result]
-            if bad:
-                raise RuntimeError(f"highstate failed on {', '.join(sorted(set(bad)))}")
+        with Step("lab services: web apps, SecantusDB, the check target's sshd, 2 uplinks"):
+            step_haproxy.start_backends(hosts)
+            step_accesslog.start_store()
+            step_nagios.start_sshd()
+            step_policyroute.wire()
+        with Step("salt-run state.orchestrate orch.cluster (the highstate by role)") as step:
+            # One highstate at a time: the lab's hosts share this machine's /etc/shadow, which
+            # salt's shadow.set_password (user.present) rewrites without a lock.
+            print(
+                """    $ salt-run state.orchestrate orch.cluster pillar='{"orch": {"batch": 1}}'"""
+            )
+            result = salt_lab.salt_run(
+                "state.orchestrate", "orch.cluster", 'pillar={"orch": {"batch": 1}}', timeout=1500
+            )
+            steps = orch_steps(result)
+            figures["orch_s"] = time.monotonic() - step.started
+            for sid, ok, comment in steps:
+                print(f"    {'ok' if ok else 'FAILED':<6} {sid}{'' if ok else ': ' + comment}")
+            if not steps or not all(ok for _sid, ok, _comment in steps):
+                raise RuntimeError("orch.cluster did not converge the lab")
+        with Step("state.apply on every minion again (a second highstate)") as step:
+            figures["again"] = highstate_counts(salt_lab.salt("*", "state.apply", timeout=900), ids)
+            figures["again_s"] = time.monotonic() - step.started
+        with Step("state.apply test=True on every minion") as step:
+            figures["dry"] = highstate_counts(
+                salt_lab.salt("*", "state.apply", "test=True", timeout=900), ids, test=True
+            )
         for step in STEPS:
             with Step(step.TITLE) as progress:
                 line = step.run()
@@ -140,7 +200,13 @@ def up(args):
     print()
     print("=" * 72)
     print(f"webfarm demo: {len(hosts)} minions + master, each a real daemon in its own netns")
-    print(f"  motd,less on all minions: {figures['highstate_s']:.1f}s   total: {total:.1f}s")
+    again, dry = figures["again"], figures["dry"]
+    print(
+        f"  orch.cluster: {figures['orch_s']:.1f}s; then a second highstate on all minions: "
+        f"{again['changed']} changed, {again['failed']} failed ({figures['again_s']:.1f}s); "
+        f"state.apply test=True: {dry['changed']} to change, {dry['failed']} failed"
+    )
+    print(f"  total: {total:.1f}s")
     for line in figures.get("steps", []):
         print(f"  {line}")
     print(f"  logs:  {salt_lab.STATE_DIR}/master/var/log/salt, .../minions/<id>/var/log/salt")

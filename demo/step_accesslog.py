@@ -1,9 +1,12 @@
 """Step 2: the web members' access logs shipped into SecantusDB on the log store, then
 "which IPs visited /some/page" answered by ``salt logstore accesslog.visitors``.
 
-SecantusDB (a MongoDB-wire server) runs in the logstore namespace on its topology address.
-Clients in three namespaces browse through lb-primary; every web member's real shipper
-(``salt://accesslog/files/webfarm_shipper.py``) imports that member's access log.
+SecantusDB (a MongoDB-wire server) runs in the logstore namespace on its topology address,
+started before orch.cluster (the log store's ``accesslog.store`` makes its indexes). Clients
+in three namespaces browse through lb-primary; on every web member, the shipper and the
+settings file its highstate installed (``accesslog``, piped mode: the Apache conf that pipes
+into it is written too, but the demo's web app writes the log file itself) import that
+member's access log.
 """
 
 import subprocess
@@ -18,7 +21,6 @@ from demo import netlab, salt_lab, step_haproxy, topology
 TITLE = "step 2: access logs shipped into SecantusDB on logstore; who visited /some/page"
 PAGE = "/some/page"
 SECANTUSD = Path(sys.executable).with_name("secantusd-py")
-SHIPPER = topology.REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
 # namespace -> the path its client browses
 BROWSERS = {"wf-master": PAGE, "wf-monitor": PAGE, "wf-db-replica": "/another/page"}
 
@@ -32,11 +34,50 @@ def uri():
     return f"mongodb://{store['address']}:{store['port']}/"
 
 
+def _paths(minion_id):
+    """``accesslog:paths`` of a host, every file under its own dir."""
+    root = salt_lab.host_root(minion_id)
+    return {
+        "shipper": str(root / "usr" / "local" / "bin" / "webfarm_shipper.py"),
+        "config": str(root / "etc" / "webfarm" / "accesslog-shipper.json"),
+        "spool_dir": str(root / "var" / "spool" / "webfarm-shipper"),
+        "status_file": str(root / "run" / "webfarm-shipper.status.json"),
+        "log_file": str(root / "var" / "log" / "webfarm-shipper.log"),
+        "imported_journal": str(root / "var" / "lib" / "webfarm-shipper" / "imported.json"),
+        "apache_conf_available": str(root / "etc" / "apache2" / "conf-available"),
+        "apache_conf_enabled": str(root / "etc" / "apache2" / "conf-enabled"),
+        "apache_access_log": str(step_haproxy.access_log(minion_id)),
+        "syslog_ng_conf_dir": str(root / "etc" / "syslog-ng" / "conf.d"),
+        "cron_file": str(root / "etc" / "cron.d" / "webfarm-accesslog-batch"),
+    }
+
+
 def pillar():
-    return {_store()["id"]: {"accesslog": {"store": {"uri": uri()}}}}
+    """The web members' and the log store's ``accesslog`` pillar: files under their dirs, no
+    packages and no Apache reload (the demo's web app writes the access log itself), the
+    shipper run by this Python (it has pymongo); the log store manages the store's indexes
+    and is no syslog-ng log host (the demo ships piped)."""
+    out = {}
+    for host in topology.hosts():
+        role = host.grains["webfarm"]["role"]
+        if role in ("web", "logstore"):
+            out[host.id] = {
+                "accesslog": {
+                    "paths": _paths(host.id),
+                    "install_packages": False,
+                    "reload_services": False,
+                    "python": sys.executable,
+                    "store": {"uri": uri()},
+                }
+            }
+    out[_store()["id"]]["accesslog"]["log_host"] = False
+    return out
 
 
 def start_store(timeout=60):
+    """SecantusDB in the log store's namespace on its topology address (before orch.cluster:
+    the log store's accesslog.store makes its indexes)."""
+    pymongo.uri_parser.parse_uri(uri())
     store = _store()
     root = salt_lab.host_root(store["id"]) / "secantus"
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -65,10 +106,11 @@ def start_store(timeout=60):
 
 
 def ship(host):
+    """Import the host's access log with the shipper and settings accesslog installed there."""
+    paths = _paths(host.id)
     argv = [
-        sys.executable, str(SHIPPER), "--file", str(step_haproxy.access_log(host.id)),
-        "--uri", uri(), "--source", host.id, "--log-format", "combined",
-        "--spool-dir", str(salt_lab.host_root(host.id) / "spool" / "shipper"),
+        sys.executable, paths["shipper"], "--config", paths["config"],
+        "--file", str(step_haproxy.access_log(host.id)),
     ]  # fmt: skip
     proc = subprocess.run(
         netlab.exec_argv(netlab.PREFIX + host.id, argv), capture_output=True, text=True, timeout=120
@@ -78,9 +120,7 @@ def ship(host):
 
 
 def run():
-    """Start the store, browse, ship every member's log, ask the log store; the summary."""
-    pymongo.uri_parser.parse_uri(uri())
-    start_store()
+    """Browse, ship every member's log with its installed shipper, ask the log store."""
     requests = 0
     for netns, path in BROWSERS.items():
         sessions = step_haproxy.client_sessions(sessions=2, requests=3, path=path, netns=netns)

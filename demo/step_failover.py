@@ -143,10 +143,11 @@ def run():
         f"    failover: {took}; requests failed: {failed} of {len(events)}; "
         f"sessions that kept SITEID and FARMID: {kept}/{SESSIONS}"
     )
-    salt_lab.apply_state([master], "haproxy")
+    started = salt_lab.call(master, "haproxy_tier.start", "tier=primary")
     holders = step_haproxy.vip_holders()
     print(
-        f"    {master}: state.apply haproxy restarted HAProxy; VIP {vip['address']} stays on "
+        f"    {master}: haproxy_tier.start: HAProxy back (master pid {started['master_pid']}); "
+        f"VIP {vip['address']} stays on "
         f"{','.join(holders.get(vip['address'], [])) or 'nobody'} (nopreempt)"
     )
     if failed and seconds is None:

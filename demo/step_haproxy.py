@@ -14,8 +14,9 @@ import sys
 import time
 
 from demo import netlab, salt_lab, topology
+from lab.netns import namespaced_lb_sysctl
 
-TITLE = "step 1: HAProxy tiers up (salt://haproxy) and sticky sessions through lb-primary"
+TITLE = "step 1: HAProxy tiers (salt://haproxy by orch.cluster), sticky sessions through lb-primary"
 SESSIONS, REQUESTS = 4, 6
 TIERS = {"lb-primary": "primary", "lb-site": "site"}  # webfarm:role -> haproxy tier
 
@@ -51,6 +52,7 @@ def vrrp_lbs():
 
 
 def pillar():
+    # haproxy.sysctl tunes the LB's own namespace (the keys the kernel keeps per namespace);
     # vip_fall 12 x 500 ms: a site VIP that moves (a VRRP failover, ~2 s) is not taken DOWN.
     check = {"inter": "500ms", "rise": 1, "vip_fall": 12}
     common = {"user": "", "group": "", "log": None, "check": check}
@@ -59,7 +61,13 @@ def pillar():
     for host in topology.hosts():
         tier = TIERS.get(host.grains["webfarm"]["role"])
         if tier:
-            out[host.id] = {"haproxy": {**common, tier: _paths(host.id)}}
+            sysctl = {
+                "sysctl": namespaced_lb_sysctl(),
+                "sysctl_persist": str(
+                    salt_lab.host_root(host.id) / "etc" / "sysctl.d" / "60-webfarm-haproxy.conf"
+                ),
+            }
+            out[host.id] = {"haproxy": {**common, **sysctl, tier: _paths(host.id)}}
             if host.id in vrrp:
                 out[host.id]["haproxy"]["vrrp"] = _vrrp_paths(host.id)
     return out
@@ -151,18 +159,16 @@ def _wait_until_up(lbs, timeout=30):
 
 
 def run():
-    """Start the web apps, apply the haproxy SLS on the LBs, run sticky sessions; the summary."""
-    hosts = topology.hosts()
-    start_backends(hosts)
-    roles = {h.id: h.grains["webfarm"]["role"] for h in hosts}
+    """Both tiers as orch.cluster configured them: VIP holders, sticky sessions; the summary."""
+    roles = {h.id: h.grains["webfarm"]["role"] for h in topology.hosts()}
     lbs = {minion_id: TIERS[role] for minion_id, role in roles.items() if role in TIERS}
-    salt_lab.apply_state(list(lbs), "haproxy")
-    for minion_id in lbs:
-        pid = (salt_lab.host_root(minion_id) / "haproxy" / "haproxy.pid").read_text().split()
-        print(f"    {minion_id}: state.apply haproxy ok, HAProxy master pid {pid[0]}")
+    for minion_id, tier in lbs.items():
+        status = salt_lab.call(minion_id, "haproxy_tier.status", f"tier={tier}")
+        if not status.get("running"):
+            raise RuntimeError(f"HAProxy ({tier}) does not run on {minion_id}: {status}")
+        print(f"    {minion_id}: HAProxy ({tier}) runs, master pid {status.get('master_pid')}")
     with_vip = vrrp_lbs()
-    salt_lab.apply_state(with_vip, "haproxy.vrrp")
-    print(f"    {','.join(with_vip)}: state.apply haproxy.vrrp ok (keepalived, VRRPv3)")
+    print(f"    {','.join(with_vip)}: keepalived (VRRPv3) from haproxy.vrrp")
     for vip, minion_id in sorted(wait_for_vrrp_masters().items()):
         print(f"    VIP {vip} held by {minion_id}")
     _wait_until_up(lbs)

@@ -1,17 +1,19 @@
 """Step 5: nagios4 checks a host over SSH with ControlPersist; the check user refuses escapes.
 
-``salt://nagios/client`` (pillar from the demo) makes the restricted check user on
-web-s1-f1-m1: a system user whose login shell runs only the linked plugins, whose key may
-only run commands and only from the monitor's address. An sshd of the demo's own runs in
-that host's namespace. ``salt://nagios/server`` on monitor writes the Nagios config
-(validated with ``nagios4 -v`` before it goes live), and a real nagios4 daemon in the
-monitor's namespace runs its ``check_by_ssh`` service on a 2-second interval: two checks,
-one ssh login (the ControlPersist master). Then four escapes are refused by the check key's
-forced command (the dispatcher with the check allow-list): a shell, a file read, bash's
-``mapfile`` redirection and a plugin that is not a configured check (``check_log`` copying
-a file). Last, web-s1-f1-m2 claims the monitor role (its grains say ``webfarm:role:
-monitor`` and it publishes its own key to the mine): a grain match on the mine finds it, but
-``nagios.client`` authorizes only the key the pillar names, so its login is refused.
+orch.cluster configured it: ``nagios.client`` on every host made its restricted check user
+(a system user whose login shell runs only the linked plugins, whose key may only run
+commands and only from the monitor's address; each lab host has its own user, as they share
+this machine's /etc/passwd), and ``nagios.server`` on monitor wrote the Nagios config
+(validated with ``nagios4 -v`` before it goes live). An sshd of the demo's own runs in
+web-s1-f1-m1's namespace, and a real nagios4 daemon in the monitor's namespace runs its
+``check_by_ssh`` service on a 2-second interval: two checks, one ssh login (the
+ControlPersist master). Then four escapes are refused by the check key's forced command
+(the dispatcher with the check allow-list): a shell, a file read, bash's ``mapfile``
+redirection and a plugin that is not a configured check (``check_log`` copying a file).
+Last, web-s1-f1-m2 claims the monitor role (its grains say ``webfarm:role: monitor`` and it
+publishes its own key to the mine): a grain match on the mine finds it, but ``nagios.client``
+(``test=True``) would change nothing and authorizes only the key the pillar names, so its
+login is refused.
 """
 
 import contextlib
@@ -119,33 +121,45 @@ def _server_pillar(known_hosts_line):
     }
 
 
+def check_user(minion_id):
+    """The check user of a host. The lab's hosts share one /etc/passwd, so each has its own
+    (the monitor logs in as TARGET's, and as the server's ``nagios:user`` configures that same
+    user on itself with TARGET's settings)."""
+    return USER if minion_id in (TARGET, MONITOR) else f"wfd-{minion_id}"
+
+
+def _client_root(minion_id):
+    return (
+        _client_dir()
+        if minion_id in (TARGET, MONITOR)
+        else salt_lab.host_root(minion_id) / "nagios"
+    )
+
+
 def pillar():
-    """TARGET's client pillar and monitor's server pillar, with fresh keys made for both:
-    the monitor's ssh key under its dir, the demo sshd's host key under TARGET's."""
+    """Every host's ``nagios.client`` pillar (its own check user, rooted under its dir, the
+    monitor's key and address) and the monitor's server pillar, with fresh keys made for the
+    monitor (its ssh key under its dir) and the demo sshd (its host key under TARGET's)."""
     pubkey = _keygen(_key(), "wfdemo-monitor")
     kind, host_key = _keygen(_host_key(), "wfdemo-sshd").split()[:2]
-    client = client_pillar(
-        _client_dir(),
-        USER,
-        pubkey,
-        sources=[_address(MONITOR)],
-        plugins=["check_dummy", "check_load"],
-    )
-    client["nagios"]["server"]["services"] = _only([])
-    return {
-        MONITOR: {
-            "nagios": {
-                "user": USER,
-                "server": _server_pillar(f"{_address(TARGET)} {kind} {host_key}"),
-            }
-        },
-        TARGET: client,
-    }
+    out = {}
+    for host in topology.hosts():
+        client = client_pillar(
+            _client_root(host.id),
+            check_user(host.id),
+            pubkey,
+            sources=[_address(MONITOR)],
+            plugins=["check_dummy", "check_load"],
+        )
+        client["nagios"]["server"]["services"] = _only([{"description": SERVICE, "check": CHECK}])
+        out[host.id] = client
+    out[MONITOR]["nagios"]["server"].update(_server_pillar(f"{_address(TARGET)} {kind} {host_key}"))
+    return out
 
 
 def cleanup():
     """Close nagios4's ssh masters (their sessions end on the far side), remove their socket
-    dir, and the check user the demo made (its home is under a demo host dir)."""
+    dir, and the check users the demo made (their homes are under the demo's host dirs)."""
     for socket in CONTROL_DIR.glob("*"):
         subprocess.run(
             ["ssh", "-O", "exit", "-o", f"ControlPath={socket}", TARGET],
@@ -155,17 +169,16 @@ def cleanup():
     shutil.rmtree(CONTROL_DIR, ignore_errors=True)
     with contextlib.suppress(OSError):
         _rogue_dropin().unlink()
-    try:
-        entry = pwd.getpwnam(USER)
-    except KeyError:
-        return
-    if "/hosts/" + TARGET + "/" in entry.pw_dir:
-        left = subprocess.run(["pgrep", "-u", USER], capture_output=True, text=True).stdout
-        salt_lab.stop_pids([int(pid) for pid in left.split()], timeout=5)
-        remove_user(USER)
+    hosts = str(salt_lab.host_root("x").parent) + "/"
+    for entry in pwd.getpwall():
+        if entry.pw_dir.startswith(hosts):
+            left = subprocess.run(["pgrep", "-u", entry.pw_name], capture_output=True, text=True)
+            salt_lab.stop_pids([int(pid) for pid in left.stdout.split()], timeout=5)
+            remove_user(entry.pw_name)
 
 
-def _start_sshd():
+def start_sshd():
+    """The demo's own sshd in TARGET's namespace (what the host runs); its log file."""
     work = _host_key().parent
     host_key = _host_key()
     config = work / "sshd_config"
@@ -293,16 +306,18 @@ def _rogue_monitor():
             raise RuntimeError(f"the rogue's claim did not reach the mine: {found!r}")
         lines.append(f"    $ salt {TARGET} mine.get webfarm:role:monitor {MINE_KEY} grain")
         lines += [f"      -> {minion}" for minion in sorted(found)]
-        states = salt_lab.apply_state([TARGET], "nagios.client")[TARGET]
+        states = salt_lab.salt(TARGET, "state.apply", "nagios.client", "test=True")[TARGET]
+        if not isinstance(states, dict) or any(s.get("result") is False for s in states.values()):
+            raise RuntimeError(f"nagios.client test=True on {TARGET}: {states!r}")
         changed = sorted(s.get("__id__", "?") for s in states.values() if s.get("changes"))
         keys = (Path(_client_dir()) / "home" / ".ssh" / "authorized_keys").read_text()
         authorized = [line for line in keys.splitlines() if line and not line.startswith("#")]
         if changed or any(pubkey.split()[1] in line for line in authorized):
             raise RuntimeError(f"nagios.client followed the rogue: changed {changed}, {keys!r}")
         lines.append(
-            f"    {TARGET}: state.apply nagios.client again: {len(states)} states, "
-            f"{len(changed)} changed; authorized_keys holds {len(authorized)} key (the pillar's "
-            "monitor key), not the rogue's"
+            f"    $ salt {TARGET} state.apply nagios.client test=True: {len(states)} states, "
+            f"{len(changed)} would change; authorized_keys holds {len(authorized)} key (the "
+            "pillar's monitor key), not the rogue's"
         )
         login = subprocess.run(
             netlab.exec_argv(netlab.PREFIX + ROGUE, [
@@ -323,15 +338,12 @@ def _rogue_monitor():
 
 
 def run():
-    """Client SLS, sshd, server SLS, nagios4: two checks over one master; escapes; summary."""
-    cleanup()
-    states = salt_lab.apply_state([TARGET], "nagios.client")[TARGET]
-    print(f"    {TARGET}: state.apply nagios.client: {len(states)} states, 0 failed (user {USER})")
-    log = _start_sshd()
-    states = salt_lab.apply_state([MONITOR], "nagios.server")[MONITOR]
-    print(
-        f"    {MONITOR}: state.apply nagios.server: {len(states)} states, 0 failed (nagios4 -v ok)"
-    )
+    """nagios4 from what orch.cluster configured: two checks over one master; escapes;
+    a rogue monitor; the summary."""
+    log = _host_key().parent / "sshd.log"
+    home = pwd.getpwnam(USER).pw_dir
+    print(f"    {TARGET}: check user {USER} (home {home}), configured by nagios.client")
+    print(f"    {MONITOR}: {_monitor_dir() / 'etc' / 'nagios.cfg'}, configured by nagios.server")
     checks = _wait_for_checks(_start_nagios())
     names = {"0": "OK", "1": "WARNING", "2": "CRITICAL", "3": "UNKNOWN"}
     for number, (when, state, output) in enumerate(checks, start=1):

@@ -9,7 +9,7 @@ import subprocess
 
 from demo import netlab, salt_lab
 
-TITLE = "step 4: policy routes on lb-primary with two uplinks (salt://routing)"
+TITLE = "step 4: policy routes on lb-primary with two uplinks (salt://routing in its highstate)"
 HOST = "lb-primary"
 UPLINKS = {
     "eth1": {"gw_ns": "gw-a", "address": "198.51.100.10", "gateway": "198.51.100.254"},
@@ -56,14 +56,19 @@ def _ping(source):
     return proc.returncode == 0
 
 
-def run():
-    """Wire the uplinks, apply ``salt://routing``, show and prove the routes; the summary."""
+def wire():
+    """HOST's two uplinks and their gateway namespaces (before the highstate routes them)."""
     for index, (ifname, uplink) in enumerate(UPLINKS.items(), start=1):
         netlab.add_uplink(
             HOST, ifname, uplink["gw_ns"], uplink["address"], uplink["gateway"], index
         )
-    states = salt_lab.apply_state([HOST], "routing")[HOST]
-    print(f"    {HOST}: state.apply routing: {len(states)} states, 0 failed")
+
+
+def run():
+    """Show and prove the routes ``salt://routing`` set (lb-primary's highstate); the summary."""
+    shown = salt_lab.call(HOST, "policyroute.show")
+    rules = ", ".join(f"from {r['src']} lookup {r['table']}" for r in shown["rules"])
+    print(f"    $ salt {HOST} policyroute.show   (set by routing in its highstate)\n      {rules}")
     expected = {
         None: f"via {UPLINKS['eth1']['gateway']} dev eth1",
         UPLINKS["eth2"]["address"]: f"via {UPLINKS['eth2']['gateway']} dev eth2",

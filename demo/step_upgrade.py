@@ -68,6 +68,16 @@ def pillar():
             "source": str(_dist(host.id == BROKEN_MEMBER) / "{version}"),
             "health_url": f"http://{host.address}:{ports[host.id]}/",
             "health_timeout": 8,
+            "php": {  # php.versions writes these; the 8.x binaries named are not run here
+                "base": str(salt_lab.host_root(host.id) / "etc" / "webfarm" / "php"),
+                "vhost": str(
+                    salt_lab.host_root(host.id)
+                    / "etc"
+                    / "apache2"
+                    / "conf-available"
+                    / "webfarm-php.conf"
+                ),
+            },
         }
         if host.grains["webfarm"]["role"] == "preprod":
             release = salt_lab.app_root(host.id) / "releases" / "{version}"
@@ -214,15 +224,12 @@ def _start_preprod_app(host):
 
 
 def _prepare():
-    synced = salt_lab.salt_run("saltutil.sync_all")
-    if "runners.upgrade" not in json.dumps(synced):
-        raise RuntimeError(f"salt-run saltutil.sync_all did not sync the upgrade runner: {synced}")
     publish(OLD)
     publish(NEW)
     publish(BAD, broken=True)
     print(
         f"    published {OLD}, {NEW} and {BAD} under {_dist()} ({BAD} broken for"
-        f" {BROKEN_MEMBER} only); master synced (runners.upgrade)"
+        f" {BROKEN_MEMBER} only); the upgrade runner: synced to the master by orch.cluster"
     )
     targets = ("-C", "G@webfarm:role:web or G@webfarm:role:preprod")
     first = salt_lab.salt(*targets, "farm.release", OLD)

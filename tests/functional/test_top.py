@@ -254,3 +254,24 @@ def test_orch_cluster_renders_in_dependency_order(minion):
     assert requires("webfarm-lb-primary") == {"webfarm-lb-site"}
     clients = high["webfarm-clients"]["salt"]
     assert {"highstate": True} in clients and {"tgt_type": "compound"} in clients
+    assert not any("batch" in item for item in clients if isinstance(item, dict))  # all at once
+
+
+def test_orch_cluster_batch_runs_each_highstate_step_that_many_at_a_time(minion):
+    loaders = minion("wf-master")
+    high = loaders.modules.state.show_sls("orch.cluster", pillar={"orch": {"batch": "10%"}})
+    assert isinstance(high, dict), high
+    steps = {
+        sid: {k: v for item in body["salt"] if isinstance(item, dict) for k, v in item.items()}
+        for sid, body in high.items()
+        if "salt" in body
+    }
+    highstates = sorted(sid for sid, args in steps.items() if args.get("highstate"))
+    assert highstates == [
+        "webfarm-clients",
+        "webfarm-lb-primary",
+        "webfarm-lb-site",
+        "webfarm-monitor",
+    ]
+    assert {sid: steps[sid].get("batch") for sid in highstates} == dict.fromkeys(highstates, "10%")
+    assert "batch" not in steps["webfarm-mine-publish"]  # only the highstates are batched

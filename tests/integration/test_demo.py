@@ -1,6 +1,8 @@
 """`make demo` end to end, the widest test: ``python -m demo up`` twice, then ``down``."""
 
+import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import pytest
 
 from demo import netlab
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = pytest.mark.timeout(2400)
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def demo_dir():
 def _up(repo_root, env):
     return subprocess.run(
         [sys.executable, "-m", "demo", "up"],
-        cwd=repo_root, env=env, capture_output=True, text=True, timeout=800,
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=1100,
     )  # fmt: skip
 
 
@@ -39,6 +41,30 @@ def _loop_devices_under(path):
     return [line for line in out.stdout.split() if line.startswith(str(path))]
 
 
+def _assert_roles_configured(demo_dir):
+    """What each role's highstate left on its host, read from the hosts' own files."""
+    hosts = demo_dir / "hosts"
+    for web in ("web-s1-f1-m1", "web-s2-f2-m2"):
+        conf = hosts / web / "etc" / "apache2" / "conf-enabled" / "webfarm-accesslog.conf"
+        shipper = hosts / web / "usr" / "local" / "bin" / "webfarm_shipper.py"
+        config = hosts / web / "etc" / "webfarm" / "accesslog-shipper.json"
+        assert f"{shipper} --config {config}" in conf.read_text(), conf  # Apache pipes into it
+        assert json.loads(config.read_text())["source"] == web
+        assert (hosts / web / "etc" / "webfarm" / "php" / "active").is_symlink()
+    for minion in (demo_dir / "minions").iterdir():  # the backup job: on the replica only
+        schedule = minion / "conf" / "minion.d" / "_schedule.conf"
+        scheduled = schedule.exists() and "mysqlsnap-backup" in schedule.read_text()
+        assert scheduled is (minion.name == "db-replica"), minion.name
+    for host, user in (("web-s2-f1-m2", "wfd-web-s2-f1-m2"), ("lb-s2", "wfd-lb-s2")):
+        entry = pwd.getpwnam(user)  # the check user: a restricted shell, a key bound to a command
+        assert entry.pw_shell == str(hosts / host / "nagios" / "lib" / "rshell"), entry
+        keys = (Path(entry.pw_dir) / ".ssh" / "authorized_keys").read_text()
+        assert 'restrict,from="10.77.0.30",command="' in keys, keys
+    for lb in ("lb-s1", "lb-primary"):
+        persisted = hosts / lb / "etc" / "sysctl.d" / "60-webfarm-haproxy.conf"
+        assert "net.ipv4.tcp_max_syn_backlog" in persisted.read_text()
+
+
 def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo_dir):
     env = {**os.environ, "WEBFARM_DEMO_DIR": str(demo_dir)}
     up = _up(repo_root, env)
@@ -47,14 +73,27 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         out = up.stdout
         print(out)  # shown with -rP: the README's excerpt comes from here
         assert "18 minions + master" in out
-        for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore"):
-            row = next(line for line in out.splitlines() if line.strip().startswith(minion + " "))
-            assert row.split()[3] == "0", row  # failed states
-        # step 1: both tiers up by salt, every session sticky to one site/farm, nothing failed
-        for lb in ("lb-primary", "lb-primary-b", "lb-s1", "lb-s1b", "lb-s2"):
-            assert f"    {lb}: state.apply haproxy ok" in out
+        # one orch.cluster configured every role; the second highstate and the dry run after
+        # it found nothing to do on any of the 18 minions (the table lists each)
+        orch = out.split("==> salt-run state.orchestrate orch.cluster")[1].split("==> ")[0]
+        assert "FAILED" not in orch and "    ok     webfarm-lb-primary\n" in orch, orch
+        for minion in ("lb-primary", "web-s2-f2-m2", "db-replica", "logstore", "monitor"):
+            rows = [line for line in out.splitlines() if line.strip().startswith(minion + " ")]
+            assert len(rows) == 2 and all(row.split()[2:4] == ["0", "0"] for row in rows), rows
+        assert (
+            "then a second highstate on all minions: 0 changed, 0 failed (" in out
+            and "; state.apply test=True: 0 to change, 0 failed\n" in out
+        )
+        _assert_roles_configured(demo_dir)
+        # step 1: both tiers up by orch.cluster, every session sticky to one site/farm
+        for lb in ("lb-primary", "lb-primary-b"):
+            assert f"    {lb}: HAProxy (primary) runs, master pid " in out
+        for lb in ("lb-s1", "lb-s1b", "lb-s2"):
+            assert f"    {lb}: HAProxy (site) runs, master pid " in out
         # keepalived through salt on the LBs of the two tiers with a VIP, one holder each
-        assert "    lb-primary,lb-primary-b,lb-s1,lb-s1b: state.apply haproxy.vrrp ok" in out
+        assert (
+            "    lb-primary,lb-primary-b,lb-s1,lb-s1b: keepalived (VRRPv3) from haproxy.vrrp" in out
+        )
         assert re.search(r"    VIP 10\.77\.0\.100 held by lb-primary(-b)?\n", out)
         assert re.search(r"    VIP 10\.77\.1\.100 held by lb-s1b?\n", out)
         assert "requests: 24, failed: 0, sessions not sticky: 0" in out
@@ -73,9 +112,10 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert failover, out
         assert int(failover.group(2)) > 0  # the kill hit the traffic
         assert out.count(" served, all on s") == 6
-        assert (
-            f"    {holder}: state.apply haproxy restarted HAProxy; VIP 10.77.0.100 stays on {other}"
-            in out
+        assert re.search(
+            rf"    {holder}: haproxy_tier.start: HAProxy back \(master pid \d+\); "
+            rf"VIP 10\.77\.0\.100 stays on {other}",
+            out,
         )
         # step 2: the log store names exactly the two clients that browsed /some/page
         assert "$ salt logstore accesslog.visitors /some/page" in out
@@ -95,7 +135,8 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         assert out.count("): answered") == 2 and "NO ANSWER" not in out
         assert "step 4: 2 uplinks" in out
         # step 5: nagios4, configured by salt, ran two checks over one ssh login; escapes refused
-        assert "monitor: state.apply nagios.server: " in out
+        assert "    web-s1-f1-m1: check user wfdemonag (home " in out
+        assert "/nagios/etc/nagios.cfg, configured by nagios.server" in out
         checks = re.findall(
             r"nagios4 check \d at ([\d:]+): web-s1-f1-m1/load \(check_by_ssh\) -> OK: LOAD OK", out
         )
@@ -114,7 +155,8 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
             "      -> web-s1-f1-m2\n" in out
         )
         assert re.search(
-            r"nagios.client again: \d+ states, 0 changed; authorized_keys holds 1 key", out
+            r"nagios.client test=True: \d+ states, 0 would change; authorized_keys holds 1 key",
+            out,
         )
         assert "web-s1-f1-m2's key as wfdemonag: exit 255: " in out
         assert "Permission denied (publickey)" in out
@@ -155,7 +197,8 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
     assert down.returncode == 0, down.stdout + down.stderr
     assert not [ns for ns in netlab.namespaces() if ns.startswith(netlab.PREFIX)]
     assert not demo_dir.exists()
-    assert subprocess.run(["id", "wfdemonag"], capture_output=True).returncode != 0
+    for user in ("wfdemonag", "wfd-web-s2-f2-m2", "wfd-logstore"):  # every host's check user
+        assert subprocess.run(["id", user], capture_output=True).returncode != 0, user
     leftover = subprocess.run(["pgrep", "-f", str(demo_dir)], capture_output=True)
     assert leftover.returncode == 1, leftover.stdout
     assert _loop_devices_under(demo_dir) == []

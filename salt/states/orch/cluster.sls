@@ -1,4 +1,5 @@
 {#- salt-run state.orchestrate orch.cluster [pillar='{"orch": {"member_wait": 120}}']
+    salt-run state.orchestrate orch.cluster pillar='{"orch": {"batch": "10%"}}'
     Brings a fresh cluster to convergence in dependency order (every step a highstate by role,
     salt/states/top.sls):
       1. saltutil.sync_all on the master (runners) and every minion, then a pillar refresh;
@@ -11,6 +12,8 @@
          (webfarm.wait_http, orch:member_wait seconds, default 120; 0 skips; a member that
          does not answer in time fails the wait and stops the LB steps), then highstate on
          the site LBs and after them on the primary LBs.
+    orch:batch (a count or a percentage, default all at once) runs each highstate step on
+    that many minions at a time.
     A step that fails stops the ones after it; a role without minions is skipped. Targets are by grain webfarm:role (what a
     minion applies to itself); the members waited for are the ones the pillar topology names.
     Once this ran, a plain `salt '*' state.apply` converges (the mine holds every host and
@@ -18,6 +21,7 @@
 {%- set topo = salt['pillar.get']('webfarm:topology', {}) or {} %}
 {%- set wait = salt['pillar.get']('orch:member_wait', 120) | int %}
 {%- set lbs = 'G@webfarm:role:lb-primary or G@webfarm:role:lb-site' %}
+{%- set batch = salt['pillar.get']('orch:batch') %}
 
 webfarm-sync-master:
   salt.runner:
@@ -62,6 +66,9 @@ webfarm-clients:
     - tgt: '* and not G@webfarm:role:monitor and not ( {{ lbs }} )'
     - tgt_type: compound
     - highstate: true
+{%- if batch %}
+    - batch: {{ batch | string | json }}
+{%- endif %}
     - require:
       - salt: webfarm-monitor-server
 
@@ -71,6 +78,9 @@ webfarm-monitor:
     - tgt: 'webfarm:role:monitor'
     - tgt_type: grain
     - highstate: true
+{%- if batch %}
+    - batch: {{ batch | string | json }}
+{%- endif %}
     - require:
       - salt: webfarm-clients
 
@@ -104,6 +114,9 @@ webfarm-lb-site:
     - tgt: 'webfarm:role:lb-site'
     - tgt_type: grain
     - highstate: true
+{%- if batch %}
+    - batch: {{ batch | string | json }}
+{%- endif %}
     - require:
       - salt: webfarm-monitor
 {%- for sid in waits %}
@@ -116,5 +129,8 @@ webfarm-lb-primary:
     - tgt: 'webfarm:role:lb-primary'
     - tgt_type: grain
     - highstate: true
+{%- if batch %}
+    - batch: {{ batch | string | json }}
+{%- endif %}
     - require:
       - salt: webfarm-lb-site
