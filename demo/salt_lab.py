@@ -145,20 +145,6 @@ def salt_run(*args, timeout=300):
     return _cli("salt-run", [f"--timeout={timeout}", *args], timeout)
 
 
-def apply_state(minion_ids, sls, timeout=120):
-    """``state.apply <sls>`` on ``minion_ids``; their state results, or an error naming the
-    minion and the failed states' comments."""
-    result = salt("-L", ",".join(minion_ids), "state.apply", sls, timeout=timeout)
-    for minion_id in minion_ids:
-        states = result.get(minion_id)
-        if not isinstance(states, dict) or not states:
-            raise RuntimeError(f"state.apply {sls} on {minion_id} answered {states!r}")
-        failed = [s.get("comment", "?") for s in states.values() if s.get("result") is False]
-        if failed:
-            raise RuntimeError(f"state.apply {sls} on {minion_id}: {'; '.join(failed)}")
-    return result
-
-
 def call(minion_id, fun, *args, want=dict, timeout=300):
     """``salt <minion_id> <fun> <args>``: its answer, which must be a ``want``."""
     answer = salt(minion_id, fun, *args, timeout=timeout).get(minion_id)
