@@ -1,4 +1,4 @@
-"""Step 4: source-based policy routes on a host with two uplinks, applied by ``salt://routing``.
+"""Step 4: source-based policy routes on a host with two uplinks, applied by ``salt://policyroute``.
 
 lb-primary gets ``eth1`` towards gateway namespace ``wf-gw-a`` and ``eth2`` towards
 ``wf-gw-b``; pillar ``policyroute`` (demo pillar) sends everything out through gw-a except
@@ -9,7 +9,7 @@ import subprocess
 
 from demo import netlab, salt_lab
 
-TITLE = "step 4: policy routes on lb-primary with two uplinks (salt://routing in its highstate)"
+TITLE = "step 4: policy routes on lb-primary with two uplinks (salt://policyroute in its highstate)"
 HOST = "lb-primary"
 UPLINKS = {
     "eth1": {"gw_ns": "gw-a", "address": "198.51.100.10", "gateway": "198.51.100.254"},
@@ -65,10 +65,12 @@ def wire():
 
 
 def run():
-    """Show and prove the routes ``salt://routing`` set (lb-primary's highstate); the summary."""
+    """Show and prove the routes ``salt://policyroute`` set (lb-primary's highstate); the summary."""
     shown = salt_lab.call(HOST, "policyroute.show")
     rules = ", ".join(f"from {r['src']} lookup {r['table']}" for r in shown["rules"])
-    print(f"    $ salt {HOST} policyroute.show   (set by routing in its highstate)\n      {rules}")
+    print(
+        f"    $ salt {HOST} policyroute.show   (set by the policyroute SLS in its highstate)\n      {rules}"
+    )
     expected = {
         None: f"via {UPLINKS['eth1']['gateway']} dev eth1",
         UPLINKS["eth2"]["address"]: f"via {UPLINKS['eth2']['gateway']} dev eth2",

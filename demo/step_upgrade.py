@@ -68,7 +68,7 @@ def pillar():
             "source": str(_dist(host.id == BROKEN_MEMBER) / "{version}"),
             "health_url": f"http://{host.address}:{ports[host.id]}/",
             "health_timeout": 8,
-            "php": {  # php.versions writes these; the 8.x binaries named are not run here
+            "php": {  # upgrade.php writes these; the 8.x binaries named are not run here
                 "base": str(salt_lab.host_root(host.id) / "etc" / "webfarm" / "php"),
                 "vhost": str(
                     salt_lab.host_root(host.id)

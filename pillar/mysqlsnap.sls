@@ -1,4 +1,4 @@
-# mysqlsnap: online snapshot backups of the db-replica minions (salt/states/mysql/backup.sls).
+# mysqlsnap: online snapshot backups of the db-replica minions (salt/states/mysqlsnap/schedule.sls).
 # The password comes from pillar/secrets/db.sls (the operator's, git-ignored; see
 # secrets/db.sls.example), or use a defaults_file; an encrypted pillar (gpg renderer) works too.
 {%- from "webfarm/members.jinja" import secret_text with context %}
@@ -7,7 +7,7 @@ mysqlsnap:
   connection:
     unix_socket: /run/mysqld/mysqld.sock
     user: backup
-    password: {{ secret.get('password') | json }}   # null: mysql.backup fails, schedules nothing
+    password: {{ secret.get('password') | json }}   # null: mysqlsnap.schedule fails, schedules nothing
     # defaults_file: /root/.my.cnf   # instead of a password
   datadir: /srv/mysql/data
   backend: btrfs

@@ -1,5 +1,5 @@
 # Pillar of the web and preprod roles (pillar/top.sls) for rolling upgrades (salt/_modules/farm.py, salt/_runners/upgrade.py,
-# salt/states/php/versions.sls, salt/states/gentoo/binhost.sls, salt/states/gentoo/buildhost.sls).
+# salt/states/upgrade/php.sls, salt/states/gentoo/binhost.sls, salt/states/gentoo/buildhost.sls).
 upgrade:
   # farm module, on every web member
   root: /srv/www/app                              # releases/<version>/ + the `current` symlink
@@ -22,7 +22,7 @@ upgrade:
     pkgdir_root: /var/cache/binpkgs
     hosts_allow: [10.77.0.0/16]
     module: binpkgs
-  # php/versions: interpreters side by side, the vhost/pool switched to `php:version`
+  # upgrade/php: interpreters side by side, the vhost/pool switched to `php:version`
   php:
     version: "8.2"
     versions:

@@ -1,4 +1,4 @@
-# Source-based policy routing (salt/_modules/policyroute.py, SLS salt://routing).
+# Source-based policy routing (salt/_modules/policyroute.py, SLS salt://policyroute).
 # The seed's scenario: traffic from 85.14.228.248 leaves through 85.14.228.254 on eth1,
 # everything else through 10.12.0.254 on eth0. Table ids 1-252 or 256-4294967295
 # (0, 253, 254, 255 are reserved); rule priorities 1000-9999; a source belongs to one table.

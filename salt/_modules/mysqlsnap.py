@@ -760,7 +760,7 @@ def _reachable_by(user, path):
             raise CommandExecutionError(
                 f"verify runs its server as {user}, which cannot enter {current} "
                 f"({oct(st.st_mode & 0o7777)} {owner}): give it group {user} or o+x "
-                "(mysql.backup creates the destination so)"
+                "(mysqlsnap.schedule creates the destination so)"
             )
 
 

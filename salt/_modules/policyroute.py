@@ -442,7 +442,7 @@ def diff(default=None, tables=None, only=None, netns=None, iproute2_dir=None, co
     iproute2_dir
         Directory holding ``rt_tables.d`` and ``rt_protos.d`` (default ``/etc/iproute2``).
     config_file
-        JSON file with the pillar-like mapping (what the ``routing`` SLS saves for boot).
+        JSON file with the pillar-like mapping (what the ``policyroute`` SLS saves for boot).
 
     CLI Example:
 

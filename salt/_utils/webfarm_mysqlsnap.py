@@ -55,7 +55,7 @@ DEFAULTS = {
     "lock_file": "/run/mysqlsnap.lock",
     "copy_timeout": 6 * 3600,
     "verify_timeout": 300,
-    # The mysql/backup SLS's schedule; max_age is also mysqlsnap.newest's default.
+    # The mysqlsnap/schedule SLS's schedule; max_age is also mysqlsnap.newest's default.
     "schedule": {"hours": 1, "splay": 600, "offline": False, "max_age": "24h"},
 }
 

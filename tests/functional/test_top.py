@@ -17,14 +17,14 @@ COMMON = ["motd", "less", "nagios.client", "webfarm.role_check"]
 
 # minion id of the example topology -> (role, the SLS its top gives beyond COMMON)
 ROLES = {
-    "web-s1-f1-m1": ("web", ["accesslog", "php.versions"]),
+    "web-s1-f1-m1": ("web", ["accesslog", "upgrade.php"]),
     "lb-primary": ("lb-primary", ["haproxy", "haproxy.sysctl", "haproxy.vrrp"]),
     "lb-s1": ("lb-site", ["haproxy", "haproxy.sysctl", "haproxy.vrrp"]),
-    "db-primary": ("db-primary", ["mysql.backup"]),
-    "db-replica": ("db-replica", ["mysql.backup"]),
+    "db-primary": ("db-primary", ["mysqlsnap.schedule"]),
+    "db-replica": ("db-replica", ["mysqlsnap.schedule"]),
     "monitor": ("monitor", ["nagios.server"]),
     "logstore": ("logstore", ["accesslog"]),
-    "preprod-generic": ("preprod", ["php.versions"]),
+    "preprod-generic": ("preprod", ["upgrade.php"]),
 }
 
 SECRETS = {
@@ -93,9 +93,9 @@ def test_roles_of_the_top_are_the_roles_the_check_knows():
 
 def test_gentoo_web_and_preprod_get_the_binhost_sls(minion):
     web = top_of(minion("web-s1-f1-m1", "web", os_family="Gentoo"))
-    assert web == [*COMMON, "accesslog", "php.versions", "gentoo.binhost"]
+    assert web == [*COMMON, "accesslog", "upgrade.php", "gentoo.binhost"]
     preprod = top_of(minion("preprod-generic", "preprod", os_family="Gentoo"))
-    assert preprod == [*COMMON, "php.versions", "gentoo.buildhost"]
+    assert preprod == [*COMMON, "upgrade.php", "gentoo.buildhost"]
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ def test_without_secrets_the_pillar_renders_with_them_unset(minion):
 
 def test_missing_db_secret_fails_mysql_backup_cleanly(minion, testmode):
     loaders = minion("db-replica", "db-replica")
-    ret = loaders.modules.state.sls("mysql.backup", test=testmode).raw
+    ret = loaders.modules.state.sls("mysqlsnap.schedule", test=testmode).raw
     assert [v["__id__"] for v in ret.values()] == ["mysqlsnap-backup"]
     (only,) = ret.values()
     assert only["result"] is False and only["changes"] == {}
@@ -167,7 +167,7 @@ def test_missing_db_secret_fails_mysql_backup_cleanly(minion, testmode):
 
 def test_with_the_db_secret_the_replica_schedules_its_backup(minion, secrets_root):
     with_secrets(secrets_root)
-    low = minion("db-replica", "db-replica").modules.state.show_sls("mysql.backup")
+    low = minion("db-replica", "db-replica").modules.state.show_sls("mysqlsnap.schedule")
     assert isinstance(low, dict), low
     assert "present" in low["mysqlsnap-backup"]["schedule"]
     assert "s3cret-db" not in repr(low)  # the job reads it from pillar when it runs
@@ -223,7 +223,7 @@ def test_policyroute_pillar_adds_routing(minion, tmp_path):
         (REPO / "pillar" / "top.sls").read_text().replace("# - policyroute", "- policyroute")
     )
     loaders.refresh_pillar()
-    assert top_of(loaders) == [*COMMON, "routing", "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
+    assert top_of(loaders) == [*COMMON, "policyroute", "haproxy", "haproxy.sysctl", "haproxy.vrrp"]
 
 
 def test_orch_cluster_renders_in_dependency_order(minion):

@@ -5,7 +5,7 @@ plus one started here without a ``webfarm:role`` grain.
 Only what is safe on the test host is applied for real: the roleless minion's highstate
 (motd and less pointed at a temp root by pillar overrides; nagios.client, with no monitor in
 this lab, and webfarm.role_check fail without writing anything) and the replica's
-mysql.backup, which without pillar/secrets/db.sls must fail and schedule nothing.
+mysqlsnap.schedule, which without pillar/secrets/db.sls must fail and schedule nothing.
 """
 
 import pytest
@@ -44,9 +44,9 @@ def test_the_master_renders_each_minions_top_by_its_role(synced, salt_cli):
     assert ret.returncode == 0, ret
     tops = {minion: top["base"] for minion, top in ret.data.items()}
     assert tops == {
-        "web-s1-f1-m1": [*COMMON, "accesslog", "php.versions"],
-        "web-s1-f2-m1": [*COMMON, "accesslog", "php.versions"],
-        "db-replica": [*COMMON, "mysql.backup"],
+        "web-s1-f1-m1": [*COMMON, "accesslog", "upgrade.php"],
+        "web-s1-f2-m1": [*COMMON, "accesslog", "upgrade.php"],
+        "db-replica": [*COMMON, "mysqlsnap.schedule"],
         NOROLE: COMMON,
     }
 
@@ -67,7 +67,7 @@ def test_the_master_composes_the_pillar_by_role(synced, salt_cli):
 def test_without_the_db_secret_the_replica_schedules_no_backup(synced, salt_cli):
     if (REPO / "pillar" / "secrets" / "db.sls").exists():
         pytest.skip("this checkout has an operator's pillar/secrets/db.sls")
-    ret = salt_cli.run("state.apply", "mysql.backup", minion_tgt="db-replica")
+    ret = salt_cli.run("state.apply", "mysqlsnap.schedule", minion_tgt="db-replica")
     assert ret.returncode != 0
     assert list(_failed(ret.data)) == ["mysqlsnap-backup"]
     assert "write pillar/secrets/db.sls" in _failed(ret.data)["mysqlsnap-backup"]

@@ -283,7 +283,7 @@ def _php_pillar(tmp_path, version):
 
 
 def test_php_versions_side_by_side_and_switch(modules, tmp_path):
-    ret = _sls(modules, "php.versions", _php_pillar(tmp_path, "8.1"))
+    ret = _sls(modules, "upgrade.php", _php_pillar(tmp_path, "8.1"))
     assert all(s["result"] is True for s in ret.values()), ret
     php = tmp_path / "php"
     assert "listen = 127.0.0.1:9081" in (php / "8.1" / "pool.conf").read_text()
@@ -294,7 +294,7 @@ def test_php_versions_side_by_side_and_switch(modules, tmp_path):
     assert 'SetHandler "proxy:fcgi://127.0.0.1:9081"' in vhost.read_text()
 
     pool_81 = (php / "8.1" / "pool.conf").read_text()
-    ret = _sls(modules, "php.versions", _php_pillar(tmp_path, "8.2"))
+    ret = _sls(modules, "upgrade.php", _php_pillar(tmp_path, "8.2"))
     changed = sorted(s["__id__"] for s in ret.values() if s["changes"])
     assert changed == ["php-active-version", "php-vhost-handler"]
     assert os.readlink(php / "active") == "8.2"
@@ -302,12 +302,12 @@ def test_php_versions_side_by_side_and_switch(modules, tmp_path):
     assert "Define WEBFARM_PHP_VERSION 8.2" in vhost.read_text()
     assert (php / "8.1" / "pool.conf").read_text() == pool_81
 
-    again = _sls(modules, "php.versions", _php_pillar(tmp_path, "8.2"))
+    again = _sls(modules, "upgrade.php", _php_pillar(tmp_path, "8.2"))
     assert [s["__id__"] for s in again.values() if s["changes"]] == []
 
 
 def test_php_versions_unknown_version_changes_nothing(modules, tmp_path):
-    ret = _sls(modules, "php.versions", _php_pillar(tmp_path, "7.4"))
+    ret = _sls(modules, "upgrade.php", _php_pillar(tmp_path, "7.4"))
     (state,) = ret.values()
     assert state["result"] is False and "7.4 is not one of" in state["comment"]
     assert not (tmp_path / "php").exists()

@@ -197,7 +197,7 @@ def test_verify_says_when_the_server_user_cannot_reach_the_backup(modules, maria
     with pytest.raises(CommandExecutionError, match=f"as mysql, which cannot enter {dest} "):
         modules.mysqlsnap.verify(ret["backup_dir"])
     assert [p.name for p in dest.iterdir() if p.name.startswith(".verify-")] == []
-    os.chown(dest, 0, grp.getgrnam("mysql").gr_gid)  # as mysql.backup creates it
+    os.chown(dest, 0, grp.getgrnam("mysql").gr_gid)  # as mysqlsnap.schedule creates it
     assert modules.mysqlsnap.verify(ret["backup_dir"])["result"] is True
 
 

@@ -1,4 +1,4 @@
-"""mysqlsnap.backed_up and the mysql/backup SLS against the real MariaDB lab (primary + GTID
+"""mysqlsnap.backed_up and the mysqlsnap/schedule SLS against the real MariaDB lab (primary + GTID
 replica on btrfs, lab/mariadb.py), each case in real and test mode."""
 
 import grp
@@ -89,7 +89,7 @@ def test_backup_sls_schedules_only_replicas(
 ):
     loaders.grains["webfarm"] = {"role": role}
     pillar = {"mysqlsnap": {**snap_pillar, "schedule": {"hours": 2, "splay": 60, "offline": True}}}
-    ret = modules.state.sls("mysql.backup", pillar=pillar, test=testmode)
+    ret = modules.state.sls("mysqlsnap.schedule", pillar=pillar, test=testmode)
     assert not ret.failed, ret.errors
     assert ret["mysqlsnap-backup"].result is not False, ret["mysqlsnap-backup"].comment
     job = modules.schedule.list(show_all=True, return_yaml=False, offline=True).get(
@@ -101,7 +101,7 @@ def test_backup_sls_schedules_only_replicas(
             assert job is None and not dest.exists()
         else:
             assert dest.is_dir() and dest.stat().st_gid == grp.getgrnam("mysql").gr_gid  # verify
-            assert job["function"] == "state.sls" and job["args"] == ["mysql.backup_now"]
+            assert job["function"] == "state.sls" and job["args"] == ["mysqlsnap.backup_now"]
             assert job["hours"] == 2 and job["splay"] == 60 and job["maxrunning"] == 1
             modules.schedule.delete("mysqlsnap-backup", offline=True)
     else:
@@ -112,7 +112,7 @@ def test_backup_sls_takes_its_schedule_defaults_from_the_module(loaders, modules
     """No schedule in pillar: the SLS schedules with webfarm.defaults' values, the ones
     mysqlsnap.newest also uses (one source, salt/_utils/webfarm_mysqlsnap.py)."""
     loaders.grains["webfarm"] = {"role": "db-replica"}
-    low = modules.state.show_sls("mysql.backup", pillar={"mysqlsnap": snap_pillar})
+    low = modules.state.show_sls("mysqlsnap.schedule", pillar={"mysqlsnap": snap_pillar})
     args = {}
     for item in low["mysqlsnap-backup"]["schedule"]:
         if isinstance(item, dict):

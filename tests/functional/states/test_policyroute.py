@@ -1,4 +1,4 @@
-"""policyroute states and the ``routing`` SLS against the real kernel, in network namespaces.
+"""policyroute states and the ``policyroute`` SLS against the real kernel, in network namespaces.
 
 Each case runs in real mode and with ``test=True`` (the ``testmode`` fixture).
 """
@@ -92,7 +92,7 @@ def test_routing_sls_applies_and_persists(modules, pillar, policyroute_lab, tmp_
             "systemd_dir": str(tmp_path / "systemd"),
         }
     }
-    ret = modules.state.sls("routing", pillar=sls_pillar, test=testmode)
+    ret = modules.state.sls("policyroute", pillar=sls_pillar, test=testmode)
     assert isinstance(ret.raw, dict), ret.raw
     results = {entry["__id__"]: entry for entry in ret.raw.values()}
     unit = tmp_path / "systemd" / "webfarm-policyroute.service"
@@ -127,7 +127,7 @@ def test_routing_sls_networkd_drop_in(
             "networkd_conf_dir": str(conf_dir),
         }
     }
-    ret = modules.state.sls("routing", pillar=sls_pillar, test=testmode)
+    ret = modules.state.sls("policyroute", pillar=sls_pillar, test=testmode)
     results = {entry["__id__"]: entry for entry in ret.raw.values()}
     drop_in = conf_dir / "50-webfarm-policyroute.conf"
     # auto: this machine's PID 1 is not systemd, so networkd is not active and nothing is written.
@@ -153,7 +153,7 @@ def test_routing_sls_networkd_drop_in(
         binary = open(NETWORKD, "rb").read()
         for key in settings:
             assert f"Network.{key}".encode() in binary, key
-    again = modules.state.sls("routing", pillar=sls_pillar)
+    again = modules.state.sls("policyroute", pillar=sls_pillar)
     assert all(not e["changes"] for e in again.raw.values()), again.raw
 
 

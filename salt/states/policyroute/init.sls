@@ -26,7 +26,7 @@
 policyroute-networkd-keeps-foreign:
   file.managed:
     - name: {{ conf.get('networkd_conf_dir') or '/etc/systemd/networkd.conf.d' }}/50-webfarm-policyroute.conf
-    - source: salt://routing/files/networkd-keep-foreign.conf
+    - source: salt://policyroute/files/networkd-keep-foreign.conf
     - makedirs: True
     - mode: '0644'
     - require_in:
@@ -51,7 +51,7 @@ policyroute-boot-config:
 policyroute-boot-unit:
   file.managed:
     - name: {{ systemd_dir }}/webfarm-policyroute.service
-    - source: salt://routing/files/webfarm-policyroute.service
+    - source: salt://policyroute/files/webfarm-policyroute.service
     - template: jinja
     - context:
         config_file: {{ config_file }}

@@ -42,7 +42,7 @@ php-{{ version }}-ini:
     - makedirs: True
     - mode: '0644'
     - contents: |
-        ; managed by webfarm php/versions — PHP {{ version }}
+        ; managed by webfarm upgrade/php — PHP {{ version }}
         memory_limit = {{ conf.get('memory_limit', '256M') }}
         session.save_handler = memcached
         realpath_cache_ttl = 0
@@ -55,7 +55,7 @@ php-{{ version }}-pool:
     - makedirs: True
     - mode: '0644'
     - contents: |
-        ; managed by webfarm php/versions — FPM pool of PHP {{ version }}
+        ; managed by webfarm upgrade/php — FPM pool of PHP {{ version }}
         [webfarm-{{ version }}]
         user = {{ conf.get('user', 'www-data') }}
         group = {{ conf.get('group', 'www-data') }}
@@ -84,7 +84,7 @@ php-vhost-handler:
     - makedirs: True
     - mode: '0644'
     - contents: |
-        # managed by webfarm php/versions: PHP {{ active }} serves {{ docroot }}
+        # managed by webfarm upgrade/php: PHP {{ active }} serves {{ docroot }}
         Define WEBFARM_PHP_VERSION {{ active }}
         <FilesMatch "\.php$">
             SetHandler "proxy:fcgi://127.0.0.1:{{ port(active) }}"

@@ -1,10 +1,10 @@
 {#-
-  mysql/backup: schedule mysqlsnap backups on db-replica minions (and remove the job elsewhere).
+  mysqlsnap/schedule: schedule mysqlsnap backups on db-replica minions (and remove the job elsewhere).
 
   Salt schedule, not cron: the job runs inside the minion, so the settings and the database
   password come from pillar and never sit in a crontab or on a command line; its return and the
   webfarm/mysqlsnap/backup/{done,failed} events reach the master and its reactors; maxrunning
-  keeps one run at a time and splay spreads the replicas. The job applies mysql.backup_now
+  keeps one run at a time and splay spreads the replicas. The job applies mysqlsnap.backup_now
   (mysqlsnap.backed_up with max_age), so an hourly check takes a backup only when the newest is
   too old and catches up by itself after the minion was down.
 -#}
@@ -41,7 +41,7 @@ mysqlsnap-backup:
   schedule.present:
     - function: state.sls
     - job_args:
-      - mysql.backup_now
+      - mysqlsnap.backup_now
     - hours: {{ sched['hours'] }}
     - splay: {{ sched['splay'] }}
     - maxrunning: 1
