@@ -86,8 +86,6 @@ def master_conf(root, pillar, ports, ext_pillar=None, states=None):
     conf["file_roots"]["base"].insert(0, str(states or write_state_top(root)))
     if ext_pillar:
         conf.update({"ext_pillar": [ext_pillar], "ext_pillar_first": False})
-    if ext_pillar:
-        conf.update({"ext_pillar": [ext_pillar], "ext_pillar_first": False})
     conf.update(
         {
             "id": "wf-scale-master",
