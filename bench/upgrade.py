@@ -290,8 +290,11 @@ def main():
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    interrupted = None
     try:
         bench(base)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stop everything, report no figures
+        interrupted = str(exc) or "Ctrl-C"
     except Exception:  # noqa: BLE001 - reported, then the daemons are stopped
         traceback.print_exc()
     finally:
@@ -301,6 +304,9 @@ def main():
             print(f"WARNING: pids that would not stop: {left}")
     # Salt's log handlers flush into closed streams at exit; that noise is not a result.
     logging.raiseExceptions = False
+    if interrupted:
+        print(f"interrupted ({interrupted}): every daemon it started is stopped", flush=True)
+        return 130
     return _print()
 
 
