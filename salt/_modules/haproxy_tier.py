@@ -397,7 +397,14 @@ def start(tier="site"):
             f"haproxy ({tier}) did not start: {(proc.stdout + proc.stderr).strip()}"
         )
     worker = _wait_new_worker(settings, None)
-    return {"master_pid": _master_pid(settings), "worker_pid": worker}
+    # The worker can answer before the daemonized master has rewritten the pidfile (one left
+    # by a killed HAProxy names a dead pid until then).
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    master = _master_pid(settings)
+    while master is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        master = _master_pid(settings)
+    return {"master_pid": master, "worker_pid": worker}
 
 
 def apply(tier="site", site=None, start_if_stopped=True):
