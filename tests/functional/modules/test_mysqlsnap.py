@@ -43,6 +43,7 @@ from lab.mariadb import (
     wait_caught_up,
     writes_proceed,
 )
+from tests.unit.test_mysqlsnap import LVM, base
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -392,30 +393,6 @@ def test_sigkilled_run_releases_the_lock_and_the_next_run_removes_its_leftovers(
 # ---------------------------------------------------------------- undo stack; the LVM sequence (fakes)
 
 UTC = datetime.UTC
-
-
-def base(**extra):
-    settings = {
-        "connection": {"host": "127.0.0.1", "user": "backup", "password": "pw"},
-        "datadir": "/srv/mysql/data",
-        "btrfs": {"subvolume": "/srv/mysql", "snapshot_dir": "/srv/.snap"},
-        "destination": "/backup/mysql",
-    }
-    settings.update(extra)
-    return settings
-
-
-LVM = {
-    "backend": "lvm",
-    "lvm": {
-        "vg": "vg0",
-        "lv": "mysql",
-        "snapshot_size": "5G",
-        "mount_point": "/mnt/mysqlsnap",
-        "fstype": "xfs",
-        "origin_mount": "/srv/mysql",
-    },
-}
 
 
 def test_undo_runs_newest_first_and_reports_failures():
