@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import webfarm_haproxy
+from lab.loops import Loops
 from lab.proc import stop_process, wait_for
 
 NET = "10.18.0"
@@ -447,7 +448,7 @@ class Session:
         return resp.status, (json.loads(body) if resp.status == 200 else None)
 
 
-class StickyTraffic:
+class StickyTraffic(Loops):
     """Sticky sessions through ``address`` from the client namespace, in threads, until
     stopped: every request's outcome with its time, and each session's first site/farm."""
 
@@ -455,9 +456,7 @@ class StickyTraffic:
         self.lab, self.address, self.pause = lab, address, pause
         self.sessions = [Session(address) for _ in range(sessions)]
         self.events = []  # (monotonic time, session index, ok, site, farm)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = []
+        super().__init__(threads=sessions)
 
     def _loop(self, index):
         session = self.sessions[index]
@@ -473,18 +472,6 @@ class StickyTraffic:
                     self.events.append((time.monotonic(), index, ok, *place))
                 # A failed request is retried after 0.1 s, as a browser's user would retry.
                 time.sleep(self.pause if ok else 0.1)
-
-    def start(self):
-        for index in range(len(self.sessions)):
-            thread = threading.Thread(target=self._loop, args=(index,))
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
     def since(self, start):
         with self._lock:

@@ -19,13 +19,13 @@ import shutil
 import socket
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import webfarm_haproxy
 from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.httpapp import Traffic
+from lab.loops import Loops
 from lab.net import free_port
 from lab.proc import stop_process, wait_for
 
@@ -197,8 +197,10 @@ class PhpApp:
         stop_process(self.proc, group=True)
 
 
-class Monitor:
+class Monitor(Loops):
     """Polls every site LB's ``show servers state``: which farm members are not ``ready``."""
+
+    join_timeout = 10
 
     def __init__(self, instances, interval=0.05):
         self.instances = instances
@@ -208,8 +210,7 @@ class Monitor:
         self.max_sites_out = 0
         self.ever_down = set()
         self.errors = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
+        super().__init__()
 
     def snapshot(self):
         down = {}
@@ -223,7 +224,7 @@ class Monitor:
                     down.setdefault(site, {}).setdefault(farm, set()).add(row["srv_name"])
         return down
 
-    def _run(self):
+    def _loop(self, _index):
         while not self._stop.is_set():
             try:
                 down = self.snapshot()
@@ -238,14 +239,6 @@ class Monitor:
                     self.max_members_per_farm = max(self.max_members_per_farm, len(servers))
                     self.ever_down |= {(site, farm, s) for s in servers}
             time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
 
 
 def orchestrate_report(data):
