@@ -452,15 +452,7 @@ def tcp_ext(lb):
 
 
 def failover_round(lab, traffic, fail, recover, settle=6.0):
-    start = time.monotonic()
-    fail()
-    deadline = start + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        failed, seconds = traffic.outage(start)
-        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
-            break
-    failed, seconds = traffic.outage(start)
+    _start, failed, seconds = traffic.break_and_wait(fail, settle)
     recover()
     return failed, seconds
 

@@ -497,6 +497,20 @@ class StickyTraffic(Loops):
         recovered = min(after) if after else None
         return len(failed), (recovered - start if recovered else None)
 
+    def break_and_wait(self, fail, settle=6.0, limit=20):
+        """Call ``fail()`` and wait until the requests succeed again (at least ``settle`` s,
+        at most ``limit`` s): ``(start, failed requests, seconds until they did)`` as
+        :meth:`outage` counts them from the moment of the call."""
+        start = time.monotonic()
+        fail()
+        deadline = start + limit
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            failed, seconds = self.outage(start)
+            if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
+                break
+        return (start, *self.outage(start))
+
     def moves(self):
         """``[(seconds since start, session, old place, new place)]`` of unsticky requests."""
         first = self.first_places()

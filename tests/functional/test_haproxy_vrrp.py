@@ -263,15 +263,7 @@ def _phase(lab, traffic, label, fail, recover, settle=6.0, backup=None):
     """Break something under traffic, wait for the VIP to answer again, then repair it.
     ``(failed requests, seconds until the VIP answered again, whether ``backup`` held the
     VIP before the repair)``."""
-    start = time.monotonic()
-    fail()
-    deadline = start + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        failed, seconds = traffic.outage(start)
-        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
-            break
-    failed, seconds = traffic.outage(start)
+    start, failed, seconds = traffic.break_and_wait(fail, settle)
     ok = sum(1 for e in traffic.since(start) if e[2])
     print(f"    {label}: {failed} failed requests, VIP answered again after "
           f"{'-' if seconds is None else f'{seconds:.2f}'} s ({ok} ok)")  # fmt: skip
