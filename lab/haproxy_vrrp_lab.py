@@ -66,6 +66,18 @@ def run(argv, check=True, timeout=30):
     return proc
 
 
+def spawn(ns, argv, log_path, **popen):
+    """Start ``argv`` inside namespace ``ns``, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            **popen,
+        )
+
+
 @contextlib.contextmanager
 def in_netns(name):
     """Run the body with this thread in network namespace ``name`` (sockets made there stay
@@ -181,15 +193,8 @@ class LB(Host):
     def start_haproxy(self):
         path = Path(self.settings["config"])
         path.write_text(self.haproxy_config())
-        log = open(str(path) + ".log", "ab")  # noqa: SIM115 - the child keeps it
         argv = ["haproxy", "-W", "-p", self.settings["pidfile"], "-f", str(path)]
-        self.haproxy = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        self.haproxy = spawn(self.ns, argv, str(path) + ".log")
         wait_for(lambda: self.http_ok(self.address), 15, f"{self.name} HAProxy")
         return self
 
@@ -206,19 +211,11 @@ class LB(Host):
         path = Path(self.vrrp["config"])
         path.write_text(self.keepalived_config())
         path.chmod(0o600)
-        log = open(str(path) + ".log", "ab")  # noqa: SIM115
         argv = [
             "keepalived", "--dont-fork", "--log-console", "--vrrp", "-f", str(path),
             "-p", self.vrrp["pidfile"], "-r", self.vrrp["vrrp_pidfile"],
         ]  # fmt: skip
-        self.keepalived = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        self.keepalived = spawn(self.ns, argv, str(path) + ".log", start_new_session=True)
         return self
 
     def keepalived_pid(self):
@@ -385,14 +382,7 @@ class VrrpLab:
         argv = ["python3", str(BACKEND), *identities]
         if self.fast_backends:
             argv = ["haproxy", "-f", self._fast_backend_config()]
-        log = open(self.base_dir / "backends.log", "ab")  # noqa: SIM115
-        self.backend = subprocess.Popen(
-            ["ip", "netns", "exec", self.web, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        self.backend = spawn(self.web, argv, self.base_dir / "backends.log")
         # Site LBs first, so the primary tier's first checks find them.
         for name in ("s1a", "s1b", "s2", "pa", "pb"):
             self.lbs[name].start_haproxy()
