@@ -19,7 +19,6 @@ Run as root from the repository root: ``.venv/bin/python bench/mysqlsnap.py``
 (``MYSQLSNAP_BENCH_ROWS`` sets the seed size, default 600000 rows ~ 150 MB).
 """
 
-import importlib.util
 import os
 import shutil
 import statistics
@@ -36,16 +35,12 @@ import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init
 import webfarm_mysqlsnap as logic  # noqa: E402
 from lab.loops import Loops  # noqa: E402
 from lab.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
+from lab.modload import load_file  # noqa: E402
 
 
 def load_module():
     """The execution module as plain Python: its backup sequence takes ``run``/``connect``."""
-    spec = importlib.util.spec_from_file_location(
-        "mysqlsnap_bench", REPO / "salt" / "_modules" / "mysqlsnap.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("mysqlsnap_bench", REPO / "salt" / "_modules" / "mysqlsnap.py")
 
 
 snap = load_module()

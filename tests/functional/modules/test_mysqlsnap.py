@@ -17,7 +17,6 @@ import contextlib
 import datetime
 import fcntl
 import grp
-import importlib.util
 import json
 import os
 import signal
@@ -43,6 +42,7 @@ from lab.mariadb import (
     wait_caught_up,
     writes_proceed,
 )
+from lab.modload import load_file
 from tests.unit.test_mysqlsnap import LVM, base
 
 pytestmark = pytest.mark.timeout(180)
@@ -52,10 +52,7 @@ MODULE = Path(__file__).resolve().parents[3] / "salt" / "_modules" / "mysqlsnap.
 
 def load_module():
     """salt/_modules/mysqlsnap.py as plain Python: the backup sequence needs no dunders."""
-    spec = importlib.util.spec_from_file_location("mysqlsnap_under_test", MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("mysqlsnap_under_test", MODULE)
 
 
 snap = load_module()
