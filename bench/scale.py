@@ -46,7 +46,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,9 +59,22 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from demo import cluster  # noqa: E402
-from demo.salt_lab import processes_naming, stop_pids  # noqa: E402
 from lab.nagios import server_paths  # noqa: E402
+from lab.net import free_port  # noqa: E402
 from lab.pillar_tree import PillarOverrides  # noqa: E402
+from lab.salt_cluster import (  # noqa: E402
+    BENCH_TOP,
+    BYROLE_TOP,
+    STARTED,
+    master_conf,
+    minion_conf,
+    salt_run,
+    session_pids,
+    spawn,
+    stop_everything,
+    wait_ping,
+    write_pillar,
+)
 from lab.upgrade import (  # noqa: E402
     FarmLab,
     build_release,
@@ -71,7 +83,6 @@ from lab.upgrade import (  # noqa: E402
     rollout_summary,
 )
 
-VENV_BIN = Path(sys.executable).parent
 DEFAULT_NS = (10, 30, 100)
 GROUP = 10
 REPEAT = 3
@@ -79,149 +90,10 @@ N_512 = 518  # 4 x 8 x 16 members + primary LB + 4 site LBs + monitor
 # Rollout budget inputs (issue 8 / bench/upgrade.py): a 60 s drain, health = rise 2 x inter 2s.
 DRAIN_S, HEALTH_S = 60.0, 4.0
 CALLS_PER_STEP = 3  # drain (site LB), the member job, ready (site LB)
-BYROLE_TOP = "byrole_top.sls"
-BENCH_TOP = {"base": ["motd", "less"]}  # what state.show_top answers for the bench's top
 INITIAL, ROLLOUT = "1.0.0", "2.0.0"  # the app release every member starts at, the one rolled out
-
-STARTED = []  # Popen of every daemon this script started
 
 
 # --------------------------------------------------------------------------- daemons
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def write_yaml(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def write_pillar(root, topology, fmt="yaml"):
-    """The bench's pillar tree (first in pillar_roots): this cluster's topology (YAML like
-    pillar/webfarm/topology.sls, or ``#!json``), the repo's nagios pillar (mine functions),
-    and each host's motd/less files under ``root``."""
-    pillar = root / "pillar"
-    write_yaml(pillar / "top.sls", {"base": {"*": ["webfarm.topology", "nagios", "bench"]}})
-    data = {"webfarm": {"topology": topology}}
-    if fmt == "json":
-        (pillar / "webfarm").mkdir(parents=True, exist_ok=True)
-        (pillar / "webfarm" / "topology.sls").write_text("#!json\n" + json.dumps(data))
-    else:
-        write_yaml(pillar / "webfarm" / "topology.sls", data)
-    hosts = root / "hosts"
-    (pillar / "bench.sls").write_text(
-        "{%- set root = '" + str(hosts) + "/' ~ grains['id'] %}\n"
-        "motd:\n"
-        "  target: {{ root }}/etc/motd\n"
-        "  base: {{ root }}/etc/motd_base\n"
-        "  pinned: {{ root }}/etc/motd_pinned\n"
-        "  cron_file: {{ root }}/etc/cron.d/webfarm-motd\n"
-        "  text: webfarm scale bench\n"
-        "less:\n"
-        "  profile_file: {{ root }}/etc/profile.d/webfarm-less.sh\n"
-        "mine_functions:\n"
-        "  webfarm_grains:\n"
-        "    - mine_function: grains.item\n"
-        "    - webfarm\n"
-        "    - ipv4\n"
-    )
-    return pillar
-
-
-def write_state_top(root):
-    """The bench's own state top, first in file_roots so it shadows the repo's: motd and less
-    on every minion, their files under ``root/hosts/<id>`` (pillar ``bench``). The repo's
-    by-role top would configure this machine's own /etc for every role at once (HAProxy,
-    Nagios, Apache, the LB sysctls); the bench runs it, as ``BYROLE_TOP`` (a link to
-    salt/states/top.sls), only with ``test=True``. (Not ``state_top``: the pillar top is
-    looked up by that name too.)"""
-    states = root / "states"
-    write_yaml(states / "top.sls", {env: {"*": sls} for env, sls in BENCH_TOP.items()})
-    (states / BYROLE_TOP).symlink_to(REPO / "salt" / "states" / "top.sls")
-    return states
-
-
-def master_conf(root, pillar, ports, ext_pillar=None, states=None):
-    conf = yaml.safe_load(
-        (REPO / "docs" / "master.d-example.conf").read_text().replace("/srv/webfarm", str(REPO))
-    )
-    conf["pillar_roots"]["base"].insert(0, str(pillar))
-    # Without a top of the bench's own, a highstate is the repo's by-role top (see above).
-    conf["file_roots"]["base"].insert(0, str(states or write_state_top(root)))
-    if ext_pillar:
-        conf.update({"ext_pillar": [ext_pillar], "ext_pillar_first": False})
-    if ext_pillar:
-        conf.update({"ext_pillar": [ext_pillar], "ext_pillar_first": False})
-    conf.update(
-        {
-            "id": "wf-scale-master",
-            "root_dir": str(root / "master"),
-            "interface": "127.0.0.1",
-            "publish_port": ports[0],
-            "ret_port": ports[1],
-            "auto_accept": True,
-            "user": "root",
-            "log_level_logfile": "warning",
-            "worker_threads": 4,
-            "timeout": 30,
-            "webfarm_upgrade_notify": str(root / "master" / "upgrade-failed.log"),
-        }
-    )
-    path = root / "master" / "conf" / "master"
-    write_yaml(path, conf)
-    return path
-
-
-def minion_conf(root, minion_id, grains, ports):
-    path = root / "m" / minion_id / "conf" / "minion"
-    write_yaml(
-        path,
-        {
-            "id": minion_id,
-            "master": "127.0.0.1",
-            "master_port": ports[1],
-            "publish_port": ports[0],
-            "root_dir": str(root / "m" / minion_id),
-            "grains": grains,
-            "log_level_logfile": "warning",
-            "acceptance_wait_time": 2,
-            "random_reauth_delay": 0,
-            "auth_timeout": 60,
-        },
-    )
-    for sub in ("etc/cron.d", "etc/profile.d"):
-        (root / "hosts" / minion_id / sub).mkdir(parents=True, exist_ok=True)
-    (root / "hosts" / minion_id / "etc" / "motd").write_text(f"{minion_id}\n")
-    return path
-
-
-def spawn(binary, conf, log):
-    proc = subprocess.Popen(
-        [str(VENV_BIN / binary), "-c", str(conf.parent), "-l", "quiet"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    STARTED.append(proc)
-    return proc
-
-
-def session_pids(proc):
-    """The pids of ``proc``'s session (the daemon and the children it forked)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == proc.pid or int(entry.name) == proc.pid:  # session id
-                pids.append(int(entry.name))
-    return pids
 
 
 def rss_kib(pids):
@@ -247,24 +119,6 @@ def cpu_s(pids):
             continue
         total += sum(int(f) for f in fields[11:15])
     return total / ticks
-
-
-def stop_everything(root=None):
-    """Stop every daemon this script started (by pid, with their children), then anything
-    whose command line still names the bench's dir."""
-    pids = []
-    for proc in STARTED:
-        pids += session_pids(proc) or [proc.pid]
-    if root is not None:
-        pids += processes_naming(root)
-    left = stop_pids(sorted(set(pids)), timeout=15)
-    for proc in STARTED:
-        try:
-            proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
-    STARTED.clear()
-    return left
 
 
 # --------------------------------------------------------------------------- measuring
@@ -563,19 +417,6 @@ def run_size(n, base):
     return figures
 
 
-def salt_run(mconf, *args, timeout=1800):
-    """``salt-run`` as an operator runs it (JSON out): ``(returncode, data)``."""
-    proc = subprocess.run(
-        [str(VENV_BIN / "salt-run"), "-c", str(mconf.parent), "--out=json", *args],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    try:
-        data = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError:
-        data = proc.stdout[-2000:]
-    return proc.returncode, data
-
-
 def app_rollout(farm_lab, mconf):
     """Release ROLLOUT tested on preprod, then rolled over every farm under live traffic
     through both HAProxy tiers (``state.orchestrate upgrade``); the figures."""
@@ -624,18 +465,6 @@ def app_rollout(farm_lab, mconf):
         flush=True,
     )
     return figures
-
-
-def wait_ping(client, ids, timeout):
-    deadline = time.monotonic() + timeout
-    missing = ids
-    while time.monotonic() < deadline:
-        ret = client.cmd(ids, "test.ping", tgt_type="list", timeout=10)
-        missing = [m for m in ids if ret.get(m) is not True]
-        if not missing:
-            return
-        time.sleep(1)
-    raise RuntimeError(f"minions did not answer within {timeout}s: {missing}")
 
 
 def pillar_render_512(base, fmt="yaml", n=N_512, by_role=False):

@@ -5,10 +5,16 @@ Anchors (issue 8, issue 19): rollout time of the lab vs the sum of the inherent 
 overhead in seconds; the planned rollout time of a 4-site x 8-farm x 16-member topology (512
 members) from the measured per-step costs and a 60 s drain.
 
-Starts the same lab as tests/integration/test_upgrade.py (real salt-master, 11 salt-minions,
-memcached per farm, a PHP app per member, both HAProxy tiers) through pytest's fixtures, tests
-each release on preprod, runs several app rollouts under live traffic (sites concurrently, the
-default) and prints, per rollout and as medians:
+Starts, without pytest, the lab of tests/integration/test_upgrade.py: a real salt-master and
+12 salt-minions on 127.0.0.1 (``lab.salt_cluster``: 8 web members, 2 site LBs, the preprod
+host and the tests' rogue minion, whose grains claim a free member slot of s1/f1 that no
+topology names, so the runner's plan sees it and leaves it out), and through
+``lab.upgrade.FarmLab`` memcached per farm, a PHP app per member and on preprod (release
+1.0.0, 2 workers each) and both HAProxy tiers, all on loopback. Every minion gets the repo's
+pillar by role, the lab's ``webfarm:topology`` and its own paths, URLs and sockets (a
+file_tree ext_pillar). It tests each release on preprod (``state.orchestrate
+upgrade.preprod``), runs several app rollouts (``state.orchestrate upgrade``) under live
+traffic (sites concurrently, the default) and prints, per rollout and as medians:
 
 - total: wall time of ``salt-run state.orchestrate upgrade`` and the runner's own time;
 - inherent: per wave, the longest drain wait plus the longest health wait of its farms
@@ -20,53 +26,172 @@ default) and prints, per rollout and as medians:
 - the 512-member plan: waves from ``webfarm_upgrade.plan`` and, per wave, 60 s of drain plus
   the measured cost of the drain call, the member job and the ready call.
 
+Every daemon (salt, PHP, memcached, HAProxy) is started by this script and stopped by PID
+when it is done, on an exception and on SIGTERM or Ctrl-C.
+
 Run from the repo root: ``.venv/bin/python bench/upgrade.py`` (about 3-4 minutes).
 """
 
 import json
 import logging
+import shutil
+import signal
 import statistics
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
+from lab.net import free_port  # noqa: E402
+from lab.pillar_tree import PillarOverrides  # noqa: E402
+from lab.salt_cluster import (  # noqa: E402
+    master_conf,
+    minion_conf,
+    salt_run,
+    spawn,
+    stop_everything,
+    wait_ping,
+    write_yaml,
+)
+from lab.upgrade import FarmLab, build_release, orchestrate_report  # noqa: E402
+
 ROLLOUTS = ("2.0.1", "3.0.0", "3.0.1", "3.0.2")
 RESULTS = {}
 DRAIN_512 = 60.0
+INITIAL = "1.0.0"  # the release every member and the preprod host start at
+# The upgrade tests' lab: its minion ids, roles and hw-profile.
+SITES, FARMS, MEMBERS = ("s1", "s2"), ("f1", "f2"), (1, 2)
+PREPROD = "u-preprod"
+ROGUE = "u-rogue"  # claims member 3 of s1/f1; no topology names it
+HW_PROFILE = "generic-x86_64"
+WORKERS = 2  # php -S workers per app
+GROUP = 4  # minions started at a time (each waits seconds for its key exchange)
 
 
-def test_bench_upgrade(upgrade_lab):
-    from lab.upgrade import build_release, orchestrate_report
+def minion_id(site, farm, member):
+    return f"u-web-{site}-{farm}-m{member}"
 
-    for version in ROLLOUTS:
-        build_release(upgrade_lab.dist, version)
-    runs = []
-    with upgrade_lab.traffic() as traffic:
-        for version in ROLLOUTS:
-            pillar = json.dumps({"upgrade": {"kind": "app", "version": version}})
-            ret = upgrade_lab.salt_run_cli.run(
-                "state.orchestrate", "upgrade.preprod", f"pillar={pillar}"
-            )
-            assert ret.returncode == 0, ret
-            started = time.monotonic()
-            ret = upgrade_lab.salt_run_cli.run("state.orchestrate", "upgrade", f"pillar={pillar}")
-            wall = time.monotonic() - started
-            report = orchestrate_report(ret.data)
-            assert ret.returncode == 0 and report and report["result"], ret
-            runs.append((version, wall, report))
-    # pytest imports this file as another module: hand the figures to the script's copy.
-    results = getattr(sys.modules.get("__main__"), "RESULTS", RESULTS)
-    results["runs"] = runs
-    results["failures"] = len(traffic.failures)
-    results["requests"] = traffic.requests()
-    results["regressions"] = len(traffic.regressions())
+
+def webfarm_grains(role, site=None, farm=None, member=None):
+    grains = {"role": role, "hw_profile": HW_PROFILE}
+    grains.update({k: v for k, v in (("site", site), ("farm", farm), ("member", member)) if v})
+    return {"webfarm": grains}
+
+
+def lab_topology():
+    """The lab's ``webfarm:topology`` before :class:`FarmLab` gives it addresses and ports."""
+    return {
+        "primary_lb": [{"id": "u-lb-primary"}],
+        "sites": {
+            site: {
+                "lbs": [{"id": f"u-lb-{site}"}],
+                "farms": {
+                    farm: {"members": {m: {"id": minion_id(site, farm, m)} for m in MEMBERS}}
+                    for farm in FARMS
+                },
+            }
+            for site in SITES
+        },
+        "preprod": [{"id": PREPROD}],
+    }
+
+
+def lab_grains():
+    """``{minion_id: grains}`` of the lab's minions, the rogue one included."""
+    grains = {
+        minion_id(site, farm, member): webfarm_grains("web", site, farm, member)
+        for site in SITES
+        for farm in FARMS
+        for member in MEMBERS
+    }
+    grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in SITES})
+    grains[PREPROD] = webfarm_grains("preprod")
+    grains[ROGUE] = webfarm_grains("web", "s1", "f1", 3)
+    return grains
+
+
+def start_salt(root, farm_lab):
+    """The master (the repo's pillar top, the lab's topology first in pillar_roots, per-minion
+    pillar through file_tree) and every minion, answering and synced: the master's config."""
+    import salt.client
+    import salt.config
+
+    pillar = root / "pillar"  # no top.sls: the repo's pillar/top.sls applies
+    write_yaml(pillar / "webfarm" / "topology.sls", {"webfarm": {"topology": farm_lab.topology}})
+    tree = PillarOverrides(root / "pillar-tree")
+    for ident, data in farm_lab.pillars().items():
+        tree.set(ident, data)
+    ports = (free_port(), free_port())
+    mconf = master_conf(root, pillar, ports, ext_pillar=tree.ext_pillar())
+    logs = root / "logs"
+    logs.mkdir()
+    spawn("salt-master", mconf, open(logs / "master.log", "w"))  # noqa: SIM115
+    time.sleep(4)
+    client = salt.client.LocalClient(mopts=salt.config.client_config(str(mconf)))
+    grains = lab_grains()
+    ids = sorted(grains)
+    started = time.perf_counter()
+    for first in range(0, len(ids), GROUP):
+        group = ids[first : first + GROUP]
+        for ident in group:
+            conf = minion_conf(root, ident, grains[ident], ports)
+            spawn("salt-minion", conf, open(logs / f"{ident}.log", "w"))  # noqa: SIM115
+        wait_ping(client, group, timeout=180)
+    print(f"{len(ids)} minions up in {time.perf_counter() - started:.1f} s", flush=True)
+    ret = client.cmd(ids, "saltutil.sync_all", tgt_type="list", timeout=300)
+    missing = [ident for ident in ids if not ret.get(ident)]
+    if missing:
+        raise RuntimeError(f"saltutil.sync_all: no answer from {missing}")
+    code, data = salt_run(mconf, "saltutil.sync_all")
+    if code != 0:
+        raise RuntimeError(f"salt-run saltutil.sync_all: {str(data)[:600]}")
+    return mconf
+
+
+def bench(root):
+    """Start the lab, test and roll out each release of ROLLOUTS; the figures in RESULTS."""
+    dist = root / "dist"
+    for version in (INITIAL, *ROLLOUTS):
+        build_release(dist, version)
+    farm_lab = FarmLab(lab_topology(), root / "farms", dist, initial=INITIAL, workers=WORKERS)
+    try:
+        farm_lab.start()
+        print(
+            f"lab in {root}: {len(farm_lab.apps)} PHP apps, {len(farm_lab.caches)} memcached,"
+            f" {len(farm_lab.instances)} HAProxy",
+            flush=True,
+        )
+        mconf = start_salt(root, farm_lab)
+        runs = []
+        with farm_lab.traffic() as traffic:
+            for version in ROLLOUTS:
+                pillar = json.dumps({"upgrade": {"kind": "app", "version": version}})
+                code, data = salt_run(
+                    mconf, "state.orchestrate", "upgrade.preprod", f"pillar={pillar}"
+                )
+                if code != 0:
+                    raise RuntimeError(f"upgrade.preprod {version}: {str(data)[:1200]}")
+                started = time.monotonic()
+                code, data = salt_run(mconf, "state.orchestrate", "upgrade", f"pillar={pillar}")
+                wall = time.monotonic() - started
+                report = orchestrate_report(data)
+                if code != 0 or not report or not report["result"]:
+                    raise RuntimeError(f"upgrade {version}: {str(report or data)[:1500]}")
+                print(f"rolled out {version} in {wall:.1f} s", flush=True)
+                runs.append((version, wall, report))
+        RESULTS["runs"] = runs
+        RESULTS["failures"] = len(traffic.failures)
+        RESULTS["requests"] = traffic.requests()
+        RESULTS["regressions"] = len(traffic.regressions())
+    finally:
+        farm_lab.stop()
 
 
 def _plan_512(costs):
-    import lab  # noqa: F401 - salt/_utils on sys.path
     import webfarm_upgrade as wu
 
     grains = {
@@ -92,7 +217,7 @@ def _print():
 
     runs = RESULTS.get("runs")
     if not runs:
-        print("benchmark did not complete; see the pytest output above")
+        print("benchmark did not complete; see the error above")
         return 1
     print()
     print("== rolling app upgrade, 2 sites x 2 farms x 2 members, sites concurrently, live traffic")
@@ -158,26 +283,32 @@ def _print():
     return 0
 
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
-    code = pytest.main(
-        [
-            __file__,
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:logging",
-            "--rootdir",
-            str(REPO),
-            "-p",
-            "tests.support.salt_env",
-            "-p",
-            "tests.support.upgrade_lab",
-            "--timeout",
-            "900",
-        ]
-    )
+def main():
+    base = Path(tempfile.mkdtemp(prefix="wfu", dir="/tmp"))
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    interrupted = None
+    try:
+        bench(base)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: stop everything, report no figures
+        interrupted = str(exc) or "Ctrl-C"
+    except Exception:  # noqa: BLE001 - reported, then the daemons are stopped
+        traceback.print_exc()
+    finally:
+        left = stop_everything(base)
+        shutil.rmtree(base, ignore_errors=True)
+        if left:
+            print(f"WARNING: pids that would not stop: {left}")
     # Salt's log handlers flush into closed streams at exit; that noise is not a result.
     logging.raiseExceptions = False
-    sys.exit(_print() or int(code))
+    if interrupted:
+        print(f"interrupted ({interrupted}): every daemon it started is stopped", flush=True)
+        return 130
+    return _print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import yaml
 
 from demo import netlab
 from demo.topology import MASTER_ADDRESS, REPO
+from lab.proc import processes_naming, stop_pids
 
 VENV_BIN = Path(sys.executable).parent
 STATE_DIR = Path(os.environ.get("WEBFARM_DEMO_DIR", "/var/tmp/wfdemo"))
@@ -190,47 +190,6 @@ def _pids():
     return sorted(set(pids + processes_naming(STATE_DIR)))
 
 
-def processes_naming(text):
-    """Pids of the processes (but this one) whose command line contains ``text``."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(text) in cmdline:
-            pids.append(int(proc.name))
-    return pids
-
-
-def _alive(pid):
-    """A zombie (a daemon the demo itself started, not yet reaped) counts as stopped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def stop_all(timeout=20):
     """Stop every daemon of the lab; the pids that would not stop."""
     return stop_pids(_pids(), timeout)
-
-
-def stop_pids(pids, timeout=20):
-    """SIGTERM, then SIGKILL what is left after ``timeout``; the pids that would not stop."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.2)
-        pids = [p for p in pids if _alive(p)]
-        if not pids:
-            break
-    return pids

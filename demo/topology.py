@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+import webfarm_topology  # on sys.path by demo/__init__.py's `import lab`
+
 REPO = Path(__file__).resolve().parents[1]
 TOPOLOGY_SLS = REPO / "pillar" / "webfarm" / "topology.sls"
 MASTER_ADDRESS = "10.77.0.2"
@@ -22,7 +24,8 @@ def load(path=TOPOLOGY_SLS):
 
 
 def hosts(topology=None):
-    """Every minion of the topology with its address and ``webfarm`` grains, in a stable order."""
+    """Every minion of the topology with its address and ``webfarm`` grains, in a stable order
+    (:func:`webfarm_topology.hosts`'s: the example pillar's)."""
     topo = topology or load()
     out = []
 
@@ -30,22 +33,8 @@ def hosts(topology=None):
         grains = {"role": role, "hw_profile": entry.get("hw_profile", "generic-x86_64"), **where}
         out.append(Host(entry["id"], entry["address"], {"webfarm": grains}))
 
-    for lb in topo.get("primary_lb", []):
-        add(lb, "lb-primary")
-    for site, site_data in topo["sites"].items():
-        for lb in site_data.get("lbs", []):
-            add(lb, "lb-site", site=site)
-        for farm, farm_data in site_data["farms"].items():
-            for member, member_data in farm_data["members"].items():
-                add(member_data, "web", site=site, farm=farm, member=int(member))
-    db = topo.get("db", {})
-    if db.get("primary"):
-        add(db["primary"], "db-primary")
-    for replica in db.get("replicas", []):
-        add(replica, "db-replica")
-    for role in ("monitor", "logstore"):
-        if topo.get(role):
-            add(topo[role], role)
-    for entry in topo.get("preprod", []):
-        add(entry, "preprod")
+    for role, entry, where in webfarm_topology.hosts(topo):
+        if "member" in where:
+            where = {**where, "member": int(where["member"])}
+        add(entry, role, **where)
     return out

@@ -38,6 +38,7 @@ import urllib.request
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import webfarm_events
+import webfarm_topology
 import webfarm_upgrade
 
 log = logging.getLogger(__name__)
@@ -307,13 +308,9 @@ def _memcached_endpoint(address, port):
         cache = _settings().get("memcached")
         if not cache:
             grains = __grains__.get("webfarm", {}) or {}
-            sites = (__pillar__.get("webfarm", {}) or {}).get("topology", {}).get("sites", {})
-            cache = (
-                (sites.get(grains.get("site"), {}) or {})
-                .get("farms", {})
-                .get(grains.get("farm"), {})
-                or {}
-            ).get("memcached")
+            topology = (__pillar__.get("webfarm", {}) or {}).get("topology", {})
+            farm = webfarm_topology.farm(topology, grains.get("site"), grains.get("farm"))
+            cache = (farm or {}).get("memcached")
         if not cache:
             raise SaltInvocationError(
                 "no memcached for this farm: pass address/port, set pillar upgrade:memcached or"

@@ -30,6 +30,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 import webfarm_events
 import webfarm_files
 import webfarm_haproxy
+import webfarm_topology
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,8 @@ def topology():
 def _site_name(settings, topo, site):
     site = site or settings.get("name") or __salt__["grains.get"]("webfarm:site") or None
     if site is None:
-        me = __opts__.get("id")
-        site = next(
-            (s for s, data in topo["sites"].items() if any(lb["id"] == me for lb in data["lbs"])),
-            None,
-        )
+        lb = webfarm_topology.find(topo, __opts__.get("id"), role="lb-site")
+        site = lb[2]["site"] if lb else None
     if site is None:
         raise SaltInvocationError(
             "which site does this LB serve? pass site=, or set pillar haproxy:site:name "
@@ -129,7 +127,7 @@ def _binds(settings, topo, site):
             return binds
     except ValueError as exc:
         raise SaltInvocationError(f"pillar haproxy:{settings['tier']}:bind: {exc}") from None
-    lbs = topo["primary_lb"] if settings["tier"] == "primary" else topo["sites"][site]["lbs"]
+    lbs = webfarm_haproxy.tier_lbs(topo, settings["tier"], site)
     me = __opts__.get("id")
     mine = [(lb["address"], lb["port"]) for lb in lbs if lb["id"] == me]
     if not mine:

@@ -33,6 +33,8 @@ import io
 import ipaddress
 import re
 
+import webfarm_topology
+
 TIERS = ("primary", "site")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 MEMBER_LIMIT = 9999
@@ -477,15 +479,14 @@ def tier_groups(topology, tier, site=None):
     """
     if tier == "primary":
         groups = {}
-        for name, data in topology["sites"].items():
-            vip = data.get("vip")
+        for kind, name, lbs, vip in webfarm_topology.tiers(topology):
+            if kind != "site":
+                continue
             if vip:
                 entry = {"address": vip["address"], "port": vip["port"], "weight": 100, "vip": True}
                 groups[name] = [(f"{name}_vip", entry)]
             else:
-                groups[name] = [
-                    (server_name(tier, name, n), lb) for n, lb in enumerate(data["lbs"], 1)
-                ]
+                groups[name] = [(server_name(tier, name, n), lb) for n, lb in enumerate(lbs, 1)]
         return groups
     if site not in topology["sites"]:
         known = ", ".join(topology["sites"]) or "none"
@@ -794,13 +795,11 @@ def vrrp_settings(pillar_haproxy):
 def vrrp_instances(topology, minion_id):
     """``[(name, tier, site, lbs, vip)]``: the VRRP instances ``minion_id`` takes part in
     (each tier with a VIP whose LB list names it)."""
-    out = []
-    if topology.get("primary_vip") and any(lb["id"] == minion_id for lb in topology["primary_lb"]):
-        out.append(("primary", "primary", None, topology["primary_lb"], topology["primary_vip"]))
-    for site, data in topology["sites"].items():
-        if data.get("vip") and any(lb["id"] == minion_id for lb in data["lbs"]):
-            out.append((f"site_{site}", "site", site, data["lbs"], data["vip"]))
-    return out
+    return [
+        ("primary" if tier == "primary" else f"site_{site}", tier, site, lbs, vip)
+        for tier, site, lbs, vip in webfarm_topology.tiers(topology)
+        if vip and any(lb["id"] == minion_id for lb in lbs)
+    ]
 
 
 def _priority(vrrp, lbs, minion_id):

@@ -11,21 +11,7 @@ Pure functions, no Salt: used by ``haproxy_tier`` (mine mode), the ``upgrade`` r
 ``trust`` execution module (which the Nagios SLS call).
 """
 
-ROLE_KEYS = (
-    ("primary_lb", "lb-primary"),
-    ("monitor", "monitor"),
-    ("logstore", "logstore"),
-    ("preprod", "preprod"),
-)
-
-
-def _entries(value):
-    """A topology entry or a list of them -> list of dicts."""
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [v for v in value if isinstance(v, dict)]
-    return []
+import webfarm_topology
 
 
 def _add(roles, entry, role, addresses=None):
@@ -50,36 +36,19 @@ def topology_roles(topology, _addresses=None):
     ``sites.<s>.farms.<f>.members`` (web), ``db.primary``/``db.replicas``, ``monitor``,
     ``logstore``, ``preprod`` (an entry or a list of entries with an ``id``), and ``minions``: a mapping
     ``{minion_id: role or [roles]}`` that names minions for mine mode, where the rest of the
-    topology comes from the mine.
+    topology comes from the mine. The walk is :mod:`webfarm_topology`'s.
     """
     roles = {}
-    if not isinstance(topology, dict):
-        return roles
-    for key, role in ROLE_KEYS:
-        for entry in _entries(topology.get(key)):
-            _add(roles, entry, role, _addresses)
-    sites = topology.get("sites") if isinstance(topology.get("sites"), dict) else {}
-    for site in sites.values():
-        if not isinstance(site, dict):
-            continue
-        for entry in _entries(site.get("lbs")):
-            _add(roles, entry, "lb-site", _addresses)
-        farms = site.get("farms") if isinstance(site.get("farms"), dict) else {}
-        for farm in farms.values():
-            members = (farm or {}).get("members") if isinstance(farm, dict) else None
-            for entry in (members or {}).values() if isinstance(members, dict) else []:
-                _add(roles, entry, "web", _addresses)
-    db = topology.get("db") if isinstance(topology.get("db"), dict) else {}
-    for entry in _entries(db.get("primary")):
-        _add(roles, entry, "db-primary", _addresses)
-    for entry in _entries(db.get("replicas")):
-        _add(roles, entry, "db-replica", _addresses)
-    named = topology.get("minions")
-    if isinstance(named, dict):
-        for minion, role in named.items():
-            for one in role if isinstance(role, (list, tuple)) else [role]:
-                if isinstance(one, str) and one:
-                    roles.setdefault(str(minion), set()).add(one)
+    # The top-level keys first, then the sites, then the DB (the first address found wins).
+    named = (
+        webfarm_topology.top_level_hosts(topology)
+        + webfarm_topology.site_hosts(topology)
+        + webfarm_topology.db_hosts(topology)
+    )
+    for role, entry, _where in named:
+        _add(roles, entry, role, _addresses)
+    for minion, role in webfarm_topology.listed_minions(topology):
+        roles.setdefault(minion, set()).add(role)
     return roles
 
 

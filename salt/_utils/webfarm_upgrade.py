@@ -18,6 +18,7 @@ A step is ``{"site", "farm", "members": [{"index", "id"}, ...], "drain": [server
 import json
 import re
 
+import webfarm_topology
 import webfarm_trust
 
 KINDS = ("app", "os", "os-online")
@@ -104,13 +105,11 @@ def farms_from_topology(topology):
     if not isinstance(topology, dict) or not isinstance(topology.get("sites"), dict):
         raise PlanError(["topology has no sites"])
     out = {}
-    for site, site_data in sorted(topology["sites"].items()):
-        for farm, farm_data in sorted(((site_data or {}).get("farms") or {}).items()):
-            members = (farm_data or {}).get("members") or {}
-            out.setdefault(str(site), {})[str(farm)] = {
-                int(index): entry["id"]
-                for index, entry in sorted(members.items(), key=lambda i: int(i[0]))
-            }
+    for site, farm, farm_data in sorted(webfarm_topology.farms(topology), key=lambda f: f[:2]):
+        members = webfarm_topology.farm_members(farm_data)
+        out.setdefault(str(site), {})[str(farm)] = {
+            int(number): entry["id"] for number, entry in sorted(members, key=lambda m: int(m[0]))
+        }
     return out
 
 

@@ -6,10 +6,12 @@
   execution module does all of that. Enforced on every util but ``IO_WRAPPER``, the one
   small file helper the execution modules share.
 - ``lab/`` (the services demo, bench and tests all run) is plain Python: no pytest.
-- demo/, bench/ and lab/ never import the test tree.
+- demo/, bench/ and lab/ never import the test tree nor name a tests module in a string (what
+  ``pytest.main -p tests.support...`` would load); demo/ and bench/ run without pytest.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -125,16 +127,73 @@ def test_demo_bench_and_lab_never_import_the_tests(tree):
     assert imports_of(REPO / tree, ["tests"]) == {}
 
 
-def test_only_the_upgrade_bench_loads_test_plugins():
-    """``bench/upgrade.py`` runs the upgrade lab's pytest-salt-factories fixtures through
-    ``pytest.main -p tests.support...``: the one named exception (docs/DEVELOPING.md)."""
-    naming = sorted(
-        str(path.relative_to(REPO))
-        for tree in ("demo", "bench", "lab")
-        for path in (REPO / tree).rglob("*.py")
-        if "tests.support" in path.read_text()
+# A tests module named in a string: what ``pytest.main([..., "-p", "tests.support.x"])``,
+# ``importlib.import_module`` or a plugin list would load. Dotted names anywhere in a string;
+# a path into the test tree (``tests/...``) in any string but a docstring (which may point a
+# reader at a test).
+TEST_MODULE = re.compile(r"(?<![\w.])tests(?:\.\w+)+")
+TEST_PATH = re.compile(r"(?<![\w./-])tests/\S*")
+
+
+def names_of_tests(source):
+    """``"line: name"`` of each tests module or path that a string in ``source`` names."""
+    tree = ast.parse(source)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = TEST_MODULE.findall(node.value)
+            if id(node) not in docstrings:
+                names += TEST_PATH.findall(node.value)
+            found += [f"{node.lineno}: {name}" for name in names]
+    return found
+
+
+@pytest.mark.parametrize("tree", ["demo", "bench", "lab"])
+def test_demo_bench_and_lab_never_name_a_tests_module(tree):
+    """No ``pytest.main(["-p", "tests.support..."])``: demo/ and bench/ start their services
+    and salt daemons through ``lab`` (bench/upgrade.py uses lab.salt_cluster), not through the
+    test tree's fixtures (issue 15)."""
+    named = {
+        str(path.relative_to(REPO)): hits
+        for path in sorted((REPO / tree).rglob("*.py"))
+        if (hits := names_of_tests(path.read_text()))
+    }
+    assert named == {}
+
+
+@pytest.mark.parametrize("tree", ["demo", "bench"])
+def test_demo_and_bench_run_without_pytest(tree):
+    assert imports_of(REPO / tree, ["pytest", "saltfactories", "_pytest"]) == {}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'pytest.main([__file__, "-p", "tests.support.salt_env"])',
+        'ARGS = ["-p", "tests.support.upgrade_lab", "--timeout", "900"]',
+        'importlib.import_module("tests.support.salt_daemons")',
+        'name = f"tests.support.{cap}"',
+        'pytest.main(["tests/integration/test_upgrade.py", "-q"])',
+        '"""Docstring naming tests.support.upgrade_lab."""',
+    ],
+)
+def test_the_name_check_finds_a_tests_module(source):
+    assert names_of_tests(source) != []
+
+
+def test_the_name_check_allows_prose_and_other_names():
+    source = (
+        '"""Starts the lab of tests/integration/test_upgrade.py; see the unit tests."""\n'
+        'x = ["pytest.main", "lab.salt_cluster", "webfarm_tests.x", "my.tests.y", "tests"]\n'
+        "# tests.support.upgrade_lab in a comment is not a string\n"
     )
-    assert naming == ["bench/upgrade.py"]
+    assert names_of_tests(source) == []
 
 
 def test_lab_is_plain_python():

@@ -198,6 +198,21 @@ def test_flush_cache_endpoint_from_pillar(modules, loaders, upgrade_memcached):
     assert memcached_command(address, port, "get probe") == "END\r\n"
 
 
+def test_flush_cache_endpoint_from_the_topology(modules, loaders, upgrade_memcached):
+    """Without upgrade:memcached, the farm's memcached in webfarm:topology, found with this
+    minion's webfarm:site/farm grains."""
+    address, port = upgrade_memcached
+    memcached_command(address, port, "set probe 0 60 1\r\nx")
+    farms = {"f2": {"memcached": {"address": address, "port": port}, "members": {}}}
+    loaders.opts["pillar"]["webfarm"] = {"topology": {"sites": {"s1": {"farms": farms}}}}
+    loaders.grains["webfarm"] = {"role": "web", "site": "s1", "farm": "f1", "member": 1}
+    with pytest.raises(SaltInvocationError, match="no memcached for this farm"):
+        modules.farm.flush_cache()
+    loaders.grains["webfarm"]["farm"] = "f2"
+    assert modules.farm.flush_cache() == {"address": address, "port": port, "flushed": True}
+    assert memcached_command(address, port, "get probe") == "END\r\n"
+
+
 def test_flush_cache_errors(modules):
     with pytest.raises(SaltInvocationError, match="no memcached"):
         modules.farm.flush_cache()

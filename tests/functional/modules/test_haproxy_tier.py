@@ -233,6 +233,25 @@ def test_render_and_validate_from_pillar(modules):
     assert modules.haproxy_tier.validate("site")["valid"] is True
 
 
+def test_render_takes_site_and_bind_of_this_lb_from_the_topology(modules, loaders, haproxy_lab):
+    """No haproxy:site:name, no bind in pillar, no webfarm:site grain: the site whose ``lbs``
+    list this minion, and its address there, as the topology says."""
+    del loaders.opts["pillar"]["haproxy"]["site"]["bind"]
+    del loaders.opts["pillar"]["haproxy"]["site"]["name"]
+    lb = haproxy_lab.topology["sites"]["s2"]["lbs"][0]
+    loaders.opts["id"] = lb["id"]
+    text = modules.haproxy_tier.render("site")
+    assert "frontend lb_site_s2\n" in text
+    assert f"    bind {lb['address']}:{lb['port']}\n" in text
+    primary = haproxy_lab.topology["primary_lb"][0]
+    loaders.opts["id"] = primary["id"]
+    assert f"    bind {primary['address']}:{primary['port']}\n" in modules.haproxy_tier.render(
+        "primary"
+    )
+    with pytest.raises(SaltInvocationError, match="which site does this LB serve"):
+        modules.haproxy_tier.render("site")
+
+
 def test_status_of_running_lab(modules, s1):
     ret = modules.haproxy_tier.status("site")
     assert ret["running"] is True
