@@ -75,6 +75,41 @@ require $root . '/' . readlink($root . '/current') . '/index.php';
 """
 
 
+# The fixed lab of the upgrade tests and bench/upgrade.py: 2 sites x 2 farms x 2 members, a
+# preprod host, and a minion that lies (its grains claim member 3 of s1/f1; no topology names it).
+LAB_SITES, LAB_FARMS, LAB_MEMBERS = ("s1", "s2"), ("f1", "f2"), (1, 2)
+LAB_PREPROD = "u-preprod"
+LAB_ROGUE = "u-rogue"
+HW_PROFILE = "generic-x86_64"
+
+
+def lab_minion_id(site, farm, member):
+    return f"u-web-{site}-{farm}-m{member}"
+
+
+def webfarm_grains(role, site=None, farm=None, member=None, hw_profile=HW_PROFILE):
+    """A minion's ``webfarm`` grains."""
+    grains = {"role": role, "hw_profile": hw_profile}
+    grains.update({k: v for k, v in (("site", site), ("farm", farm), ("member", member)) if v})
+    return {"webfarm": grains}
+
+
+def lab_grains():
+    """``{minion_id: grains}`` of the fixed lab's web members, site LBs and preprod host."""
+    grains = {
+        lab_minion_id(site, farm, member): webfarm_grains("web", site, farm, member)
+        for site in LAB_SITES
+        for farm in LAB_FARMS
+        for member in LAB_MEMBERS
+    }
+    grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in LAB_SITES})
+    grains[LAB_PREPROD] = webfarm_grains("preprod")
+    return grains
+
+
+ROGUE_GRAINS = webfarm_grains("web", "s1", "f1", 3)
+
+
 def wait_port(address, port, timeout=15, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
