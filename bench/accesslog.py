@@ -11,7 +11,6 @@ Goal (issue 5): parse >= 3x apachelogs; shipping limited by the server, not the 
 """
 
 import argparse
-import importlib.util
 import os
 import resource
 import shutil
@@ -28,10 +27,9 @@ REAL = SHARED / "data" / "elastic-apache_logs.log"
 SHIPPER = REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
+from lab.modload import load_file  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("webfarm_shipper", SHIPPER)
-shipper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shipper)
+shipper = load_file("webfarm_shipper", SHIPPER)
 
 
 def children_cpu():

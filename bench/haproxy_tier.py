@@ -20,7 +20,6 @@ hping3):
 Everything runs on loopback; every process started here is stopped by its PID.
 """
 
-import importlib.util
 import logging
 import os
 import re
@@ -38,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 import webfarm_haproxy as wh  # noqa: E402
+from lab.modload import load_file  # noqa: E402
 from lab.net import free_port  # noqa: E402
 
 RUNS = 3
@@ -182,11 +182,7 @@ def wait_socket(path, timeout=10):
 
 
 def load_module(pillar):
-    spec = importlib.util.spec_from_file_location(
-        "haproxy_tier_bench", REPO / "salt" / "_modules" / "haproxy_tier.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("haproxy_tier_bench", REPO / "salt" / "_modules" / "haproxy_tier.py")
     module.__pillar__ = pillar
     module.__opts__ = {"id": "bench", "test": False}
     module.__salt__ = {"event.send": lambda *a, **k: False}
@@ -452,15 +448,7 @@ def tcp_ext(lb):
 
 
 def failover_round(lab, traffic, fail, recover, settle=6.0):
-    start = time.monotonic()
-    fail()
-    deadline = start + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        failed, seconds = traffic.outage(start)
-        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
-            break
-    failed, seconds = traffic.outage(start)
+    _start, failed, seconds = traffic.break_and_wait(fail, settle)
     recover()
     return failed, seconds
 

@@ -19,13 +19,11 @@ Run as root from the repository root: ``.venv/bin/python bench/mysqlsnap.py``
 (``MYSQLSNAP_BENCH_ROWS`` sets the seed size, default 600000 rows ~ 150 MB).
 """
 
-import importlib.util
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -35,17 +33,14 @@ import pymysql  # noqa: E402
 
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 import webfarm_mysqlsnap as logic  # noqa: E402
+from lab.loops import Loops  # noqa: E402
 from lab.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
+from lab.modload import load_file  # noqa: E402
 
 
 def load_module():
     """The execution module as plain Python: its backup sequence takes ``run``/``connect``."""
-    spec = importlib.util.spec_from_file_location(
-        "mysqlsnap_bench", REPO / "salt" / "_modules" / "mysqlsnap.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("mysqlsnap_bench", REPO / "salt" / "_modules" / "mysqlsnap.py")
 
 
 snap = load_module()
@@ -54,16 +49,15 @@ RUNS = 5
 MARIABACKUP_RUNS = 3
 
 
-class StallProbe:
+class StallProbe(Loops):
     """Commits tiny unlogged writes on the replica in a loop and keeps each commit's time."""
 
     def __init__(self, server):
         self.server = server
         self.times = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        super().__init__(daemon=True)
 
-    def _loop(self):
+    def _loop(self, _index):
         conn = self.server.connect()
         with conn.cursor() as cur:
             cur.execute("SET SESSION sql_log_bin = 0")
@@ -76,14 +70,6 @@ class StallProbe:
                 self.times.append(time.perf_counter())
                 time.sleep(0.001)
         conn.close()
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(30)
 
     def max_gap_ms(self, start, end):
         inside = [t for t in self.times if start <= t <= end]

@@ -5,7 +5,6 @@ namespace, same run. Anchors (issue 4): apply >= 10x faster than the `ip` loop; 
 re-apply <= 100 ms. Run from the repo root as root: .venv/bin/python bench/policyroute.py
 """
 
-import importlib.util
 import logging
 import os
 import statistics
@@ -18,6 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
+from lab.modload import load_file  # noqa: E402
 from lab.netns import NetnsLab, ip, unique_prefix  # noqa: E402
 
 TABLES = 10
@@ -28,11 +28,7 @@ NOOP_RUNS = 10
 
 def load_module():
     """The execution module as Salt would load it, with the dunders it uses."""
-    spec = importlib.util.spec_from_file_location(
-        "policyroute_bench", REPO / "salt" / "_modules" / "policyroute.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file("policyroute_bench", REPO / "salt" / "_modules" / "policyroute.py")
     module.__pillar__ = {}
     module.__salt__ = {"event.send": lambda *args, **kwargs: True}
     return module

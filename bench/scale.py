@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from demo import cluster  # noqa: E402
+from lab.nagios import server_paths  # noqa: E402
 from lab.net import free_port  # noqa: E402
 from lab.pillar_tree import PillarOverrides  # noqa: E402
 from lab.salt_cluster import (  # noqa: E402
@@ -209,17 +210,7 @@ def nagios_pillar(workdir):
         {
             "config_dir": str(workdir / "nagios"),
             "staging_dir": str(workdir / "nagios-staging"),
-            "log_file": f"{var}/nagios.log",
-            "status_file": f"{var}/status.dat",
-            "lock_file": f"{var}/nagios.pid",
-            "temp_file": f"{var}/nagios.tmp",
-            "temp_path": str(var),
-            "command_file": f"{var}/rw/nagios.cmd",
-            "query_socket": f"{var}/rw/nagios.qh",
-            "check_result_path": f"{var}/checkresults",
-            "object_cache_file": f"{var}/objects.cache",
-            "precached_object_file": f"{var}/objects.precache",
-            "state_retention_file": f"{var}/retention.dat",
+            **server_paths(var),
         }
     )
     return pillar

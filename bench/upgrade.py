@@ -57,29 +57,30 @@ from lab.salt_cluster import (  # noqa: E402
     wait_ping,
     write_yaml,
 )
-from lab.upgrade import FarmLab, build_release, orchestrate_report  # noqa: E402
+from lab.upgrade import (  # noqa: E402
+    LAB_FARMS,
+    LAB_MEMBERS,
+    LAB_PREPROD,
+    LAB_ROGUE,
+    LAB_SITES,
+    ROGUE_GRAINS,
+    FarmLab,
+    build_release,
+    lab_grains,
+    lab_minion_id,
+    orchestrate_report,
+)
 
 ROLLOUTS = ("2.0.1", "3.0.0", "3.0.1", "3.0.2")
 RESULTS = {}
 DRAIN_512 = 60.0
 INITIAL = "1.0.0"  # the release every member and the preprod host start at
-# The upgrade tests' lab: its minion ids, roles and hw-profile.
-SITES, FARMS, MEMBERS = ("s1", "s2"), ("f1", "f2"), (1, 2)
-PREPROD = "u-preprod"
-ROGUE = "u-rogue"  # claims member 3 of s1/f1; no topology names it
-HW_PROFILE = "generic-x86_64"
+SITES, FARMS, MEMBERS = LAB_SITES, LAB_FARMS, LAB_MEMBERS  # the upgrade tests' lab
 WORKERS = 2  # php -S workers per app
 GROUP = 4  # minions started at a time (each waits seconds for its key exchange)
 
 
-def minion_id(site, farm, member):
-    return f"u-web-{site}-{farm}-m{member}"
-
-
-def webfarm_grains(role, site=None, farm=None, member=None):
-    grains = {"role": role, "hw_profile": HW_PROFILE}
-    grains.update({k: v for k, v in (("site", site), ("farm", farm), ("member", member)) if v})
-    return {"webfarm": grains}
+minion_id = lab_minion_id
 
 
 def lab_topology():
@@ -96,22 +97,8 @@ def lab_topology():
             }
             for site in SITES
         },
-        "preprod": [{"id": PREPROD}],
+        "preprod": [{"id": LAB_PREPROD}],
     }
-
-
-def lab_grains():
-    """``{minion_id: grains}`` of the lab's minions, the rogue one included."""
-    grains = {
-        minion_id(site, farm, member): webfarm_grains("web", site, farm, member)
-        for site in SITES
-        for farm in FARMS
-        for member in MEMBERS
-    }
-    grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in SITES})
-    grains[PREPROD] = webfarm_grains("preprod")
-    grains[ROGUE] = webfarm_grains("web", "s1", "f1", 3)
-    return grains
 
 
 def start_salt(root, farm_lab):
@@ -132,7 +119,7 @@ def start_salt(root, farm_lab):
     spawn("salt-master", mconf, open(logs / "master.log", "w"))  # noqa: SIM115
     time.sleep(4)
     client = salt.client.LocalClient(mopts=salt.config.client_config(str(mconf)))
-    grains = lab_grains()
+    grains = {**lab_grains(), LAB_ROGUE: ROGUE_GRAINS}
     ids = sorted(grains)
     started = time.perf_counter()
     for first in range(0, len(ids), GROUP):

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from demo import netlab, salt_lab, topology
-from lab.nagios import client_pillar, parse_status, remove_user
+from lab.nagios import FAST_TIMING, client_pillar, parse_status, remove_user, server_paths
 from lab.sshd import keygen
 
 TITLE = "step 5: nagios4 check_by_ssh with ControlPersist; the forced command refuses escapes"
@@ -80,17 +80,6 @@ def _keygen(path, comment):
 def _server_pillar(known_hosts_line):
     mon, var = _monitor_dir(), _monitor_dir() / "var"
     paths = {
-        "log_file": var / "nagios.log",
-        "status_file": var / "status.dat",
-        "lock_file": var / "nagios.pid",
-        "temp_file": var / "nagios.tmp",
-        "temp_path": var,
-        "command_file": var / "rw" / "nagios.cmd",
-        "query_socket": var / "rw" / "nagios.qh",
-        "check_result_path": var / "checkresults",
-        "object_cache_file": var / "objects.cache",
-        "precached_object_file": var / "objects.precache",
-        "state_retention_file": var / "retention.dat",
         "config_dir": mon / "etc",
         "staging_dir": mon / "etc" / "staging",
         "key": _key(),
@@ -98,16 +87,10 @@ def _server_pillar(known_hosts_line):
         "cleaner": mon / "lib" / "nagios-ssh-clean",
         "control_dir": CONTROL_DIR,
     }
-    # Seconds instead of minutes (interval_length 1) so the demo sees two checks at once.
-    timing = {
-        "interval_length": 1, "status_update_interval": 1, "check_result_reaper_frequency": 1,
-        "inter_check_delay_method": "n", "max_check_spread": 1, "check_interval": 2,
-        "retry_interval": 1, "max_check_attempts": 1, "check_timeout": 10,
-        "retain_state_information": 0,
-    }  # fmt: skip
     return {
         **{key: str(path) for key, path in paths.items()},
-        **timing,
+        **server_paths(var),
+        **FAST_TIMING,
         "pkgs": [],
         "known_hosts_lines": [known_hosts_line],
         "strict_host_key_checking": "yes",

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import webfarm_haproxy
+from lab.loops import Loops
 from lab.net import free_port
 from lab.proc import stop_process, wait_for
 
@@ -220,20 +221,19 @@ class Client:
         return resp.status, data, new
 
 
-class Load:
+class Load(Loops):
     """Client loop(s) in threads counting ok/failed requests until stopped."""
 
     def __init__(self, address, port, clients=4, cookies=None, path="/"):
+        super().__init__(threads=clients)
         self.clients = [Client(address, port, cookies) for _ in range(clients)]
         self.path = path
         self.ok = 0
         self.failed = []
         self.seen = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(c,)) for c in self.clients]
 
-    def _run(self, client):
+    def _loop(self, index):
+        client = self.clients[index]
         while not self._stop.is_set():
             try:
                 status, data, _ = client.get(self.path)
@@ -247,16 +247,6 @@ class Load:
                     self.seen.append((data["site"], data["farm"], data["member"]))
                 else:
                     self.failed.append(status)
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 class Lab:

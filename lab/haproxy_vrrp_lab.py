@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import webfarm_haproxy
+from lab.loops import Loops
 from lab.proc import stop_process, wait_for
 
 NET = "10.18.0"
@@ -63,6 +64,18 @@ def run(argv, check=True, timeout=30):
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
+
+
+def spawn(ns, argv, log_path, **popen):
+    """Start ``argv`` inside namespace ``ns``, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", ns, *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            **popen,
+        )
 
 
 @contextlib.contextmanager
@@ -180,15 +193,8 @@ class LB(Host):
     def start_haproxy(self):
         path = Path(self.settings["config"])
         path.write_text(self.haproxy_config())
-        log = open(str(path) + ".log", "ab")  # noqa: SIM115 - the child keeps it
         argv = ["haproxy", "-W", "-p", self.settings["pidfile"], "-f", str(path)]
-        self.haproxy = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        self.haproxy = spawn(self.ns, argv, str(path) + ".log")
         wait_for(lambda: self.http_ok(self.address), 15, f"{self.name} HAProxy")
         return self
 
@@ -205,19 +211,11 @@ class LB(Host):
         path = Path(self.vrrp["config"])
         path.write_text(self.keepalived_config())
         path.chmod(0o600)
-        log = open(str(path) + ".log", "ab")  # noqa: SIM115
         argv = [
             "keepalived", "--dont-fork", "--log-console", "--vrrp", "-f", str(path),
             "-p", self.vrrp["pidfile"], "-r", self.vrrp["vrrp_pidfile"],
         ]  # fmt: skip
-        self.keepalived = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        self.keepalived = spawn(self.ns, argv, str(path) + ".log", start_new_session=True)
         return self
 
     def keepalived_pid(self):
@@ -384,14 +382,7 @@ class VrrpLab:
         argv = ["python3", str(BACKEND), *identities]
         if self.fast_backends:
             argv = ["haproxy", "-f", self._fast_backend_config()]
-        log = open(self.base_dir / "backends.log", "ab")  # noqa: SIM115
-        self.backend = subprocess.Popen(
-            ["ip", "netns", "exec", self.web, *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        log.close()
+        self.backend = spawn(self.web, argv, self.base_dir / "backends.log")
         # Site LBs first, so the primary tier's first checks find them.
         for name in ("s1a", "s1b", "s2", "pa", "pb"):
             self.lbs[name].start_haproxy()
@@ -447,7 +438,7 @@ class Session:
         return resp.status, (json.loads(body) if resp.status == 200 else None)
 
 
-class StickyTraffic:
+class StickyTraffic(Loops):
     """Sticky sessions through ``address`` from the client namespace, in threads, until
     stopped: every request's outcome with its time, and each session's first site/farm."""
 
@@ -455,9 +446,7 @@ class StickyTraffic:
         self.lab, self.address, self.pause = lab, address, pause
         self.sessions = [Session(address) for _ in range(sessions)]
         self.events = []  # (monotonic time, session index, ok, site, farm)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = []
+        super().__init__(threads=sessions)
 
     def _loop(self, index):
         session = self.sessions[index]
@@ -473,18 +462,6 @@ class StickyTraffic:
                     self.events.append((time.monotonic(), index, ok, *place))
                 # A failed request is retried after 0.1 s, as a browser's user would retry.
                 time.sleep(self.pause if ok else 0.1)
-
-    def start(self):
-        for index in range(len(self.sessions)):
-            thread = threading.Thread(target=self._loop, args=(index,))
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
     def since(self, start):
         with self._lock:
@@ -509,6 +486,20 @@ class StickyTraffic:
         after = [e[0] for e in events if e[2] and e[0] > last_fail]
         recovered = min(after) if after else None
         return len(failed), (recovered - start if recovered else None)
+
+    def break_and_wait(self, fail, settle=6.0, limit=20):
+        """Call ``fail()`` and wait until the requests succeed again (at least ``settle`` s,
+        at most ``limit`` s): ``(start, failed requests, seconds until they did)`` as
+        :meth:`outage` counts them from the moment of the call."""
+        start = time.monotonic()
+        fail()
+        deadline = start + limit
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            failed, seconds = self.outage(start)
+            if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
+                break
+        return (start, *self.outage(start))
 
     def moves(self):
         """``[(seconds since start, session, old place, new place)]`` of unsticky requests."""

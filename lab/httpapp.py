@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import lab  # noqa: F401 - salt/_utils on sys.path
+from lab.loops import Loops
 from webfarm_upgrade import version_key  # the product's own version order
 
 
@@ -142,7 +143,7 @@ def sessions(args):
     return 0
 
 
-class Traffic:
+class Traffic(Loops):
     """Browser-like sessions through ``host:port`` in threads until stopped.
 
     Each thread runs sessions of ``per_session`` requests (own cookie jar: SITEID, FARMID,
@@ -155,9 +156,7 @@ class Traffic:
         self.per_session, self.pause = per_session, pause
         self.sessions = {}
         self.failures = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+        super().__init__(threads=threads)
 
     def _request(self, jar):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=15)
@@ -173,7 +172,7 @@ class Traffic:
         finally:
             conn.close()
 
-    def _run(self, number):
+    def _loop(self, number):
         session = 0
         while not self._stop.is_set():
             session += 1
@@ -192,16 +191,6 @@ class Traffic:
                     with self._lock:
                         self.failures.append((key, status, body[:200]))
                 time.sleep(self.pause)
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
 
     def requests(self):
         return sum(len(log) for log in self.sessions.values())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pymysql
 
+from lab.loops import Loops
 from lab.net import free_port
 from lab.proc import stop_process
 
@@ -317,7 +318,7 @@ def writes_proceed(server, timeout=2):
         conn.close()
 
 
-class Writer:
+class Writer(Loops):
     """Keeps inserting into ``app.events`` (InnoDB) on the primary, one row per commit, and
     every 20th commit a row into ``app.audit`` (Aria), until stopped."""
 
@@ -326,10 +327,9 @@ class Writer:
         self.pause = pause
         self.rows = 0
         self.errors = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mariadb-writer", daemon=True)
+        super().__init__(name="mariadb-writer", daemon=True)
 
-    def _loop(self):
+    def _loop(self, _index):
         conn = self.primary.connect()
         try:
             with conn.cursor() as cur:
@@ -348,13 +348,8 @@ class Writer:
         finally:
             conn.close()
 
-    def start(self):
-        self._thread.start()
-        return self
-
     def stop(self):
-        self._stop.set()
-        self._thread.join(30)
+        super().stop()
         if self.errors:
             raise RuntimeError(f"writer failed: {self.errors[0]}")
         return self.rows

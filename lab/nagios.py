@@ -28,6 +28,40 @@ def client_paths(root):
     }
 
 
+def server_paths(var):
+    """``nagios:server`` settings that put Nagios's log, status, lock, temp and retention
+    files, command pipe, query socket, check results and object caches under ``var``."""
+    return {
+        "log_file": f"{var}/nagios.log",
+        "status_file": f"{var}/status.dat",
+        "lock_file": f"{var}/nagios.pid",
+        "temp_file": f"{var}/nagios.tmp",
+        "temp_path": str(var),
+        "command_file": f"{var}/rw/nagios.cmd",
+        "query_socket": f"{var}/rw/nagios.qh",
+        "check_result_path": f"{var}/checkresults",
+        "object_cache_file": f"{var}/objects.cache",
+        "precached_object_file": f"{var}/objects.precache",
+        "state_retention_file": f"{var}/retention.dat",
+    }
+
+
+# nagios:server timing in seconds instead of minutes (interval_length 1), so that the tests
+# and the demo see two checks within seconds.
+FAST_TIMING = {
+    "retain_state_information": 0,
+    "interval_length": 1,
+    "status_update_interval": 1,
+    "check_result_reaper_frequency": 1,
+    "inter_check_delay_method": "n",
+    "max_check_spread": 1,
+    "check_interval": 2,
+    "retry_interval": 1,
+    "max_check_attempts": 1,
+    "check_timeout": 10,
+}
+
+
 def client_pillar(
     root,
     user,

@@ -19,13 +19,13 @@ import shutil
 import socket
 import statistics
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import webfarm_haproxy
 from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.httpapp import Traffic
+from lab.loops import Loops
 from lab.net import free_port
 from lab.proc import stop_process, wait_for
 
@@ -73,6 +73,41 @@ clearstatcache(true);
 $root = getenv('APP_ROOT');
 require $root . '/' . readlink($root . '/current') . '/index.php';
 """
+
+
+# The fixed lab of the upgrade tests and bench/upgrade.py: 2 sites x 2 farms x 2 members, a
+# preprod host, and a minion that lies (its grains claim member 3 of s1/f1; no topology names it).
+LAB_SITES, LAB_FARMS, LAB_MEMBERS = ("s1", "s2"), ("f1", "f2"), (1, 2)
+LAB_PREPROD = "u-preprod"
+LAB_ROGUE = "u-rogue"
+HW_PROFILE = "generic-x86_64"
+
+
+def lab_minion_id(site, farm, member):
+    return f"u-web-{site}-{farm}-m{member}"
+
+
+def webfarm_grains(role, site=None, farm=None, member=None, hw_profile=HW_PROFILE):
+    """A minion's ``webfarm`` grains."""
+    grains = {"role": role, "hw_profile": hw_profile}
+    grains.update({k: v for k, v in (("site", site), ("farm", farm), ("member", member)) if v})
+    return {"webfarm": grains}
+
+
+def lab_grains():
+    """``{minion_id: grains}`` of the fixed lab's web members, site LBs and preprod host."""
+    grains = {
+        lab_minion_id(site, farm, member): webfarm_grains("web", site, farm, member)
+        for site in LAB_SITES
+        for farm in LAB_FARMS
+        for member in LAB_MEMBERS
+    }
+    grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in LAB_SITES})
+    grains[LAB_PREPROD] = webfarm_grains("preprod")
+    return grains
+
+
+ROGUE_GRAINS = webfarm_grains("web", "s1", "f1", 3)
 
 
 def wait_port(address, port, timeout=15, proc=None):
@@ -197,8 +232,10 @@ class PhpApp:
         stop_process(self.proc, group=True)
 
 
-class Monitor:
+class Monitor(Loops):
     """Polls every site LB's ``show servers state``: which farm members are not ``ready``."""
+
+    join_timeout = 10
 
     def __init__(self, instances, interval=0.05):
         self.instances = instances
@@ -208,8 +245,7 @@ class Monitor:
         self.max_sites_out = 0
         self.ever_down = set()
         self.errors = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
+        super().__init__()
 
     def snapshot(self):
         down = {}
@@ -223,7 +259,7 @@ class Monitor:
                     down.setdefault(site, {}).setdefault(farm, set()).add(row["srv_name"])
         return down
 
-    def _run(self):
+    def _loop(self, _index):
         while not self._stop.is_set():
             try:
                 down = self.snapshot()
@@ -238,14 +274,6 @@ class Monitor:
                     self.max_members_per_farm = max(self.max_members_per_farm, len(servers))
                     self.ever_down |= {(site, farm, s) for s in servers}
             time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
 
 
 def orchestrate_report(data):

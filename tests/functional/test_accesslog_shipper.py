@@ -73,6 +73,16 @@ def finish(proc, timeout=60):
     return proc.returncode, err.decode()
 
 
+def sigterm_after(proc, lines, seconds):
+    """Write ``lines`` to the shipper's stdin and SIGTERM it ``seconds`` later: ``finish``'s
+    ``(exit code, stderr)``."""
+    proc.stdin.write(b"".join(line + b"\n" for line in lines))
+    proc.stdin.flush()
+    time.sleep(seconds)
+    os.kill(proc.pid, signal.SIGTERM)
+    return finish(proc)
+
+
 def stored_users(client, collection):
     coll = client.shiptest[collection]
     users = {doc["user"] for doc in coll.find({}, {"user": 1})}
@@ -175,11 +185,7 @@ def test_sigterm_flushes_what_was_written(shared_data, mongo_server, tmp_path):
     proc = shipper(
         tmp_path, mongo_server.uri, "sigterm", "--batch-size", "5000", "--flush-interval", "600"
     )
-    proc.stdin.write(b"".join(line + b"\n" for line in lines))
-    proc.stdin.flush()
-    time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGTERM)
-    code, err = finish(proc)
+    code, err = sigterm_after(proc, lines, 0.5)
     assert code == 0, err
     expected = {line.split(b" ")[2].decode() for line in lines}
     assert stored_users(mongo_server.client(), "sigterm") == expected
@@ -195,11 +201,7 @@ def test_sigterm_while_server_down_spools_then_next_run_replays(
     lines = tagged_lines(shared_data)[:1500]
     args = ("--batch-size", "400", "--queue-batches", "2", "--drain-timeout", "1")
     proc = shipper(tmp_path, server.uri, "replay", *args)
-    proc.stdin.write(b"".join(line + b"\n" for line in lines))
-    proc.stdin.flush()
-    time.sleep(1.0)
-    os.kill(proc.pid, signal.SIGTERM)
-    code, err = finish(proc)
+    code, err = sigterm_after(proc, lines, 1.0)
     assert code == 3, err
     assert "kept in" in err
     spool = tmp_path / "spool-replay"

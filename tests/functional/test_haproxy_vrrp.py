@@ -8,7 +8,6 @@ primary VIP while LBs fail in each way the issue names.
 """
 
 import copy
-import importlib.util
 import json
 import shutil
 import stat
@@ -32,6 +31,7 @@ from lab.haproxy_vrrp_lab import (
     run,
     wait_for,
 )
+from lab.modload import load_file
 from lab.proc import stop_process
 from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
 
@@ -263,15 +263,7 @@ def _phase(lab, traffic, label, fail, recover, settle=6.0, backup=None):
     """Break something under traffic, wait for the VIP to answer again, then repair it.
     ``(failed requests, seconds until the VIP answered again, whether ``backup`` held the
     VIP before the repair)``."""
-    start = time.monotonic()
-    fail()
-    deadline = start + 20
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        failed, seconds = traffic.outage(start)
-        if time.monotonic() - start >= settle and (failed == 0 or seconds is not None):
-            break
-    failed, seconds = traffic.outage(start)
+    start, failed, seconds = traffic.break_and_wait(fail, settle)
     ok = sum(1 for e in traffic.since(start) if e[2])
     print(f"    {label}: {failed} failed requests, VIP answered again after "
           f"{'-' if seconds is None else f'{seconds:.2f}'} s ({ok} ok)")  # fmt: skip
@@ -378,10 +370,7 @@ Include "{include}"
 
 def _load_shipper(repo_root):
     path = repo_root / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
-    spec = importlib.util.spec_from_file_location("webfarm_shipper_wf18", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("webfarm_shipper_wf18", path)
 
 
 def test_the_web_members_access_log_names_the_client_through_both_tiers(

@@ -391,10 +391,17 @@ def test_restricted_bash_alone_would_read_a_file(check_host):
     assert_refused(ssh(check_host, 'mapfile l </etc/passwd; printf %s "${l[@]}"'), check_host)
 
 
-def test_check_log_copy_refused(check_host):
-    target = check_host["root"] / "copied"
-    proc = ssh(check_host, f"check_log -F /etc/passwd -O {target} -q root")
-    assert_refused(proc, check_host)
+@pytest.mark.parametrize(
+    "name, command",
+    [
+        ("copied", "check_log -F /etc/passwd -O {target} -q root"),
+        ("apt-hook-ran", "check_apt -u '-o APT::Update::Pre-Invoke::=/usr/bin/touch {target}'"),
+    ],
+    ids=["check_log_copy", "check_apt_update_hook"],
+)
+def test_plugin_arguments_that_would_write_a_file_refused(check_host, name, command):
+    target = check_host["root"] / name
+    assert_refused(ssh(check_host, command.format(target=target)), check_host)
     assert not target.exists()
 
 
@@ -411,13 +418,6 @@ def test_check_http_to_a_service_that_is_not_a_configured_check_refused(check_ho
     # the configured one runs (nothing listens there: a real CRITICAL from check_http)
     proc = ssh(check_host, f"check_http -H 127.0.0.1 -p {check_host['http_port']}")
     assert proc.returncode == 2 and "Connection refused" in proc.stdout, proc.stdout
-
-
-def test_check_apt_update_hook_refused(check_host):
-    marker = check_host["root"] / "apt-hook-ran"
-    proc = ssh(check_host, f"check_apt -u '-o APT::Update::Pre-Invoke::=/usr/bin/touch {marker}'")
-    assert_refused(proc, check_host)
-    assert not marker.exists()
 
 
 def test_hung_check_is_killed_by_the_timeout(check_host):

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lab.pillar_tree import PillarOverrides
+from lab.upgrade import webfarm_grains  # noqa: F401 - the tests import it from here too
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONF = REPO / "docs" / "master.d-example.conf"
@@ -21,12 +22,6 @@ def master_config(repo=REPO):
     """The example master.d snippet with /srv/webfarm replaced by ``repo``."""
     text = EXAMPLE_CONF.read_text().replace("/srv/webfarm", str(repo))
     return yaml.safe_load(text)
-
-
-def webfarm_grains(role, site=None, farm=None, member=None, hw_profile="generic-x86_64"):
-    grains = {"role": role, "hw_profile": hw_profile}
-    grains.update({k: v for k, v in (("site", site), ("farm", farm), ("member", member)) if v})
-    return {"webfarm": grains}
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,22 @@ import pytest
 from lab.net import free_port
 from lab.pillar_tree import PillarOverrides
 from lab.proc import stop_process
-from lab.upgrade import FarmLab, PhpApp, build_release, install_release, start_memcached
-from tests.support.salt_daemons import master_config, webfarm_grains
+from lab.upgrade import (
+    LAB_FARMS,
+    LAB_MEMBERS,
+    LAB_PREPROD,
+    LAB_ROGUE,
+    LAB_SITES,
+    ROGUE_GRAINS,
+    FarmLab,
+    PhpApp,
+    build_release,
+    install_release,
+    lab_grains,
+    lab_minion_id,
+    start_memcached,
+)
+from tests.support.salt_daemons import master_config
 
 
 @pytest.fixture(scope="session")
@@ -35,20 +49,9 @@ def upgrade_dist(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- the full lab
 
-SITES = ("s1", "s2")
-FARMS = ("f1", "f2")
-MEMBERS = (1, 2)
-
-
-PREPROD = "u-preprod"
-# A minion that lies: its grains claim a free member slot of farm s1/f1; no topology names it.
-ROGUE = "u-rogue"
-ROGUE_GRAINS = webfarm_grains("web", "s1", "f1", 3)
-HW_PROFILE = "generic-x86_64"
-
-
-def minion_id(site, farm, member):
-    return f"u-web-{site}-{farm}-m{member}"
+SITES, FARMS, MEMBERS = LAB_SITES, LAB_FARMS, LAB_MEMBERS
+PREPROD, ROGUE = LAB_PREPROD, LAB_ROGUE
+minion_id = lab_minion_id
 
 
 class UpgradeLab(FarmLab):
@@ -146,15 +149,7 @@ class UpgradeLab(FarmLab):
         self.pillar_overrides.set(ident, self.member_pillar(ident))
 
     def minion_grains(self):
-        grains = {
-            minion_id(site, farm, member): webfarm_grains("web", site, farm, member)
-            for site in SITES
-            for farm in FARMS
-            for member in MEMBERS
-        }
-        grains.update({f"u-lb-{site}": webfarm_grains("lb-site", site) for site in SITES})
-        grains[PREPROD] = webfarm_grains("preprod", hw_profile=HW_PROFILE)
-        return grains
+        return lab_grains()
 
     def roles(self):
         """``{minion_id: role}`` of the lab's minions, for the master-side topology."""

@@ -7,16 +7,14 @@ types, with its required ones; the schema has no field the shipper never writes;
 field the store queries or indexes is in the schema.
 """
 
-import importlib.util
 from pathlib import Path
 
 import webfarm_accessdoc as schema
 import webfarm_accesslog as acl
+from lab.modload import load_file
 
 SHIPPER = Path(__file__).resolve().parents[2] / "salt/states/accesslog/files/webfarm_shipper.py"
-_spec = importlib.util.spec_from_file_location("webfarm_shipper", SHIPPER)
-shipper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shipper)
+shipper = load_file("webfarm_shipper", SHIPPER)
 
 HEADERS = '"%{Referer}i" "%{User-agent}i" "%{X-Forwarded-For}i" "%{Content-Type}o" %{UNIQUE_ID}e'
 # (LogFormat, lines) that reach every field the parser can write, each directive on its own

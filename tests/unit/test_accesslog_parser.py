@@ -1,15 +1,14 @@
 """The shipper's LogFormat parser and spool, imported by path from the file Salt deploys."""
 
 import datetime as dt
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from lab.modload import load_file
+
 SHIPPER = Path(__file__).resolve().parents[2] / "salt/states/accesslog/files/webfarm_shipper.py"
-_spec = importlib.util.spec_from_file_location("webfarm_shipper", SHIPPER)
-shipper = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shipper)
+shipper = load_file("webfarm_shipper", SHIPPER)
 
 LINE = (
     '83.149.9.216 - - [17/May/2015:10:05:03 +0000] "GET /a/b.png?x=1&y=2 HTTP/1.1" 200 203023 '

@@ -1,17 +1,15 @@
 """Pure parts of the stale control-socket cleaner (salt/states/nagios/files/nagios-ssh-clean.py)."""
 
-import importlib.util
 from pathlib import Path
+
+from lab.modload import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "salt" / "states" / "nagios" / "files" / "nagios-ssh-clean.py"
 
 
 def load_cleaner():
-    spec = importlib.util.spec_from_file_location("nagios_ssh_clean", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("nagios_ssh_clean", SCRIPT)
 
 
 PROC_NET_UNIX = """Num       RefCount Protocol Flags    Type St Inode Path

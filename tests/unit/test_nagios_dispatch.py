@@ -1,7 +1,6 @@
 """The check dispatcher (salt/states/nagios/files/nagios-dispatch.py): splitting, matching,
 and one real run of it with a fake plugin that reports its environment and limits."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from lab.modload import load_file
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "salt" / "states" / "nagios" / "files" / "nagios-dispatch.py"
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("nagios_dispatch", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("nagios_dispatch", SCRIPT)
 
 
 TABLE = {

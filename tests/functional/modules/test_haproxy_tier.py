@@ -10,6 +10,7 @@ import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from lab.haproxy_lab import Load
+from lab.proc import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,30 +82,17 @@ def test_servers_of_primary_grouped_by_site(modules, haproxy_lab):
 
 @pytest.mark.usefixtures("restore_s1")
 def test_drain_moves_sticky_clients_to_other_farm_without_failure(modules, haproxy_lab, s1):
-    slow = {}
-
-    def slow_request():
-        slow["result"] = haproxy_lab.site_client("s1", {"FARMID": "f1"}).get("/?sleep=1")
-
     with Load(*_site_address(haproxy_lab), clients=4, cookies={"FARMID": "f1"}) as load:
-        thread = threading.Thread(target=slow_request)
-        thread.start()
-        _wait(
-            lambda: (
-                modules.haproxy_tier.servers(socket=s1.socket)["f1"]["f1_m1"]["sessions"]
-                + modules.haproxy_tier.servers(socket=s1.socket)["f1"]["f1_m2"]["sessions"]
-                > 0
-            )
-        )
+        thread, slow = _slow_request(modules, haproxy_lab, s1, "f1", 1)
         ret = modules.haproxy_tier.drain(farm="f1", timeout=20, socket=s1.socket)
         thread.join()
         moved = len(load.seen)
-        _wait(lambda: len(load.seen) > moved + 20)
+        wait_for(lambda: len(load.seen) > moved + 20, 15, "20 more requests after the drain")
     assert load.failed == []
     # The drain waited for the running slow request, which finished fine on farm f1.
     assert ret["sessions_left"] == 0 and ret["timed_out"] is False
     assert ret["seconds"] > 0.2
-    assert slow["result"][0] == 200 and slow["result"][1]["farm"] == "f1"
+    assert slow["r"][0] == 200 and slow["r"][1]["farm"] == "f1"
     assert ret["farm"] == "f1" and ret["site"] == "s1"
     assert sorted(ret["servers"]) == ["f1_m1", "f1_m2"]
     # After the drain every client is on f2 and holds the f2 cookie.
@@ -163,18 +151,7 @@ def test_drain_one_server_keeps_its_farm(modules, haproxy_lab, s1):
 
 @pytest.mark.usefixtures("restore_s1")
 def test_drain_timeout_goes_to_maint_and_lets_the_session_finish(modules, haproxy_lab, s1):
-    slow = {}
-    client = haproxy_lab.site_client("s1", {"FARMID": "f2"})
-    thread = threading.Thread(target=lambda: slow.update(r=client.get("/?sleep=2")))
-    thread.start()
-    _wait(
-        lambda: (
-            sum(
-                i["sessions"] for i in modules.haproxy_tier.servers(socket=s1.socket)["f2"].values()
-            )
-            > 0
-        )
-    )
+    thread, slow = _slow_request(modules, haproxy_lab, s1, "f2", 2)
     ret = modules.haproxy_tier.drain(farm="f2", timeout=0.3, socket=s1.socket)
     assert ret["timed_out"] is True and ret["sessions_left"] == 1
     groups = modules.haproxy_tier.servers(socket=s1.socket)
@@ -185,17 +162,7 @@ def test_drain_timeout_goes_to_maint_and_lets_the_session_finish(modules, haprox
 
 @pytest.mark.usefixtures("restore_s1")
 def test_wait_drained_reports_running_sessions(modules, haproxy_lab, s1):
-    client = haproxy_lab.site_client("s1", {"FARMID": "f1"})
-    thread = threading.Thread(target=lambda: client.get("/?sleep=1.5"))
-    thread.start()
-    _wait(
-        lambda: (
-            sum(
-                i["sessions"] for i in modules.haproxy_tier.servers(socket=s1.socket)["f1"].values()
-            )
-            > 0
-        )
-    )
+    thread, _ = _slow_request(modules, haproxy_lab, s1, "f1", 1.5)
     early = modules.haproxy_tier.wait_drained(farm="f1", timeout=0.2, socket=s1.socket)
     late = modules.haproxy_tier.wait_drained(farm="f1", timeout=10, socket=s1.socket)
     thread.join()
@@ -232,10 +199,10 @@ def test_reload_under_load_fails_no_request_and_keeps_drains(modules, haproxy_la
     modules.haproxy_tier.drain(server="f2_m2", timeout=5, socket=s1.socket)
     old_worker = s1.worker_pid()
     with Load(*_site_address(haproxy_lab), clients=4) as load:
-        _wait(lambda: load.ok > 20)
+        wait_for(lambda: load.ok > 20, 15, "20 requests through s1")
         reloads = [modules.haproxy_tier.reload("site") for _ in range(3)]
         before = load.ok
-        _wait(lambda: load.ok > before + 20)
+        wait_for(lambda: load.ok > before + 20, 15, "20 more requests after the reloads")
     assert load.failed == []
     assert reloads[0]["old_worker_pid"] == old_worker
     assert len({r["worker_pid"] for r in reloads} | {old_worker}) == 4
@@ -317,10 +284,17 @@ def _site_address(lab):
     return client.address, client.port
 
 
-def _wait(predicate, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
+def _slow_request(modules, haproxy_lab, s1, farm, seconds):
+    """A request to ``farm`` of s1 that its member holds open ``seconds`` s, in a thread;
+    returns once s1 counts its session: ``(thread, {"r": client.get()'s answer})``."""
+    slow = {}
+    client = haproxy_lab.site_client("s1", {"FARMID": farm})
+    thread = threading.Thread(target=lambda: slow.update(r=client.get(f"/?sleep={seconds}")))
+    thread.start()
+    servers = modules.haproxy_tier.servers
+    wait_for(
+        lambda: sum(i["sessions"] for i in servers(socket=s1.socket)[farm].values()) > 0,
+        15,
+        f"a session on {farm}",
+    )
+    return thread, slow

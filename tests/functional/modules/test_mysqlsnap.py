@@ -17,7 +17,6 @@ import contextlib
 import datetime
 import fcntl
 import grp
-import importlib.util
 import json
 import os
 import signal
@@ -43,6 +42,8 @@ from lab.mariadb import (
     wait_caught_up,
     writes_proceed,
 )
+from lab.modload import load_file
+from tests.unit.test_mysqlsnap import LVM, base
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -51,10 +52,7 @@ MODULE = Path(__file__).resolve().parents[3] / "salt" / "_modules" / "mysqlsnap.
 
 def load_module():
     """salt/_modules/mysqlsnap.py as plain Python: the backup sequence needs no dunders."""
-    spec = importlib.util.spec_from_file_location("mysqlsnap_under_test", MODULE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("mysqlsnap_under_test", MODULE)
 
 
 snap = load_module()
@@ -392,30 +390,6 @@ def test_sigkilled_run_releases_the_lock_and_the_next_run_removes_its_leftovers(
 # ---------------------------------------------------------------- undo stack; the LVM sequence (fakes)
 
 UTC = datetime.UTC
-
-
-def base(**extra):
-    settings = {
-        "connection": {"host": "127.0.0.1", "user": "backup", "password": "pw"},
-        "datadir": "/srv/mysql/data",
-        "btrfs": {"subvolume": "/srv/mysql", "snapshot_dir": "/srv/.snap"},
-        "destination": "/backup/mysql",
-    }
-    settings.update(extra)
-    return settings
-
-
-LVM = {
-    "backend": "lvm",
-    "lvm": {
-        "vg": "vg0",
-        "lv": "mysql",
-        "snapshot_size": "5G",
-        "mount_point": "/mnt/mysqlsnap",
-        "fstype": "xfs",
-        "origin_mount": "/srv/mysql",
-    },
-}
 
 
 def test_undo_runs_newest_first_and_reports_failures():

@@ -11,6 +11,7 @@ import pytest
 from saltfactories.utils.functional import Loaders
 
 from lab.haproxy_lab import Load, free_port, haproxy_pillar, stop_pidfile
+from lab.proc import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,7 +100,7 @@ def test_configured_reloads_under_load_without_failure(modules, own_lb, testmode
     with Load(BIND_ADDRESS, own_lb.port, clients=4) as load:
         ret = states.haproxy_tier.configured("lb", tier="site", test=testmode)
         before = load.ok
-        _wait(lambda: load.ok > before + 30)
+        wait_for(lambda: load.ok > before + 30, 15, "30 more requests during the reload")
     assert load.failed == []
     if testmode:
         assert (
@@ -231,17 +232,6 @@ def test_sls_site_renders_and_runs(modules, own_lb, testmode):
     (only,) = list(ret)
     assert only.result is (None if testmode else True), only.comment
     assert os.path.exists(own_lb.config) is (not testmode)
-
-
-def _wait(predicate, timeout=15):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def test_init_sls_picks_no_tier_without_an_lb_role(modules):

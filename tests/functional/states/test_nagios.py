@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 from saltfactories.utils.functional import Loaders
 
-from lab.nagios import client_paths, parse_status, remove_user
+from lab.nagios import FAST_TIMING, client_paths, parse_status, remove_user, server_paths
 from lab.sshd import kill_pids, short_tmpdir, ssh_masters
 
 NAGIOS = "/usr/sbin/nagios4"
@@ -76,27 +76,8 @@ def base_pillar(root, user, sshd, minion_id="functional-minion"):
                 "cleaner_cron": False,
                 "reload": "lockfile",
                 "ssh_port": sshd.port,
-                "log_file": f"{var}/nagios.log",
-                "status_file": f"{var}/status.dat",
-                "lock_file": f"{var}/nagios.pid",
-                "temp_file": f"{var}/nagios.tmp",
-                "temp_path": f"{var}",
-                "command_file": f"{var}/rw/nagios.cmd",
-                "query_socket": f"{var}/rw/nagios.qh",
-                "check_result_path": f"{var}/checkresults",
-                "object_cache_file": f"{var}/objects.cache",
-                "precached_object_file": f"{var}/objects.precache",
-                "state_retention_file": f"{var}/retention.dat",
-                "retain_state_information": 0,
-                "interval_length": 1,
-                "status_update_interval": 1,
-                "check_result_reaper_frequency": 1,
-                "inter_check_delay_method": "n",
-                "max_check_spread": 1,
-                "check_interval": 2,
-                "retry_interval": 1,
-                "max_check_attempts": 1,
-                "check_timeout": 10,
+                **server_paths(var),
+                **FAST_TIMING,
                 "services": services,
             },
         },
