@@ -6,6 +6,7 @@ under a tmp dir), started by the state or the module and stopped by the pid in i
 
 import copy
 import os
+import subprocess
 
 import pytest
 from saltfactories.utils.functional import Loaders
@@ -90,6 +91,23 @@ def test_configured_writes_validates_and_starts(states, modules, own_lb, testmod
     again = states.haproxy_tier.configured("lb", tier="site")
     assert again.result is True and again.changes == {}
     assert "already as wanted" in again.comment
+
+
+def test_start_over_a_stale_pidfile_returns_the_new_master(modules, own_lb):
+    modules.haproxy_tier.apply("site", start_if_stopped=False)  # the config only
+    os.makedirs(os.path.dirname(own_lb.settings["pidfile"]), exist_ok=True)
+    with open(own_lb.settings["pidfile"], "w", encoding="ascii") as handle:
+        handle.write(f"{_exited_pid()}\n")  # what a kill -9 leaves behind
+    started = modules.haproxy_tier.start("site")
+    assert isinstance(started["master_pid"], int), started
+    assert int(_read(own_lb.settings["pidfile"]).split()[0]) == started["master_pid"]
+    assert started["worker_pid"] == _worker(modules)
+
+
+def _exited_pid():
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def test_configured_reloads_under_load_without_failure(modules, own_lb, testmode, reload_pillar):
