@@ -20,7 +20,7 @@ sites x farms x members + a primary LB, one LB per site and a monitor) and that 
   in this process, and ``haproxy_tier.validate`` through Salt on every LB minion;
 - Nagios: the server config rendered from the real mine (demo.cluster.render_nagios) and
   ``nagios4 -v`` (if installed);
-- Salt round trip of a farm step: ``test.ping`` and ``farm.version`` to one farm's members
+- Salt round trip of a farm step: ``test.ping`` and ``upgrade.version`` to one farm's members
   (LocalClient, as the upgrade runner calls them), median of ``REPEAT``;
 - an app rollout of every farm under live traffic (lab.upgrade.FarmLab: memcached per farm,
   a PHP app per member and on the preprod host, a site HAProxy per site and the primary
@@ -380,18 +380,18 @@ def run_size(n, base):
             expect_all(ret, members, "test.ping (farm)", lambda v: v is True)
             pings.append(t)
             t, ret = timed(
-                client.cmd, farm, "farm.version", kwarg={"root": str(app_root)},
+                client.cmd, farm, "upgrade.version", kwarg={"root": str(app_root)},
                 tgt_type="compound", timeout=60,
             )  # fmt: skip
-            expect_all(ret, members, "farm.version", lambda v: v is None)
+            expect_all(ret, members, "upgrade.version", lambda v: v is None)
             versions.append(t)
         member = members[0]
         singles = []
         for _ in range(REPEAT):
             t, ret = timed(
-                client.cmd, member, "farm.version", kwarg={"root": str(app_root)}, timeout=60
+                client.cmd, member, "upgrade.version", kwarg={"root": str(app_root)}, timeout=60
             )
-            expect_all(ret, [member], "farm.version (one member)", lambda v: v is None)
+            expect_all(ret, [member], "upgrade.version (one member)", lambda v: v is None)
             singles.append(t)
         figures["member_call_s"] = statistics.median(singles)
         figures["farm_ping_s"] = statistics.median(pings)
@@ -450,7 +450,7 @@ def app_rollout(farm_lab, mconf):
             "rollout_overhead_wave_s": summary["overhead_per_wave"],
             "rollout_round_trips": max(summary["round_trips"]),
             "drain_call_s": median_latency(summary["latency"], "haproxy_tier.drain"),
-            "step_call_s": median_latency(summary["latency"], "farm.upgrade_step"),
+            "step_call_s": median_latency(summary["latency"], "upgrade.upgrade_step"),
             "ready_call_s": median_latency(summary["latency"], "haproxy_tier.ready"),
             "requests": traffic.requests(),
             "failed_requests": len(traffic.failures),
@@ -534,8 +534,8 @@ ROWS = [
     ("nagios_render_s", "Nagios config render (s)", None),
     ("nagios_verify_s", "nagios4 -v (s)", None),
     ("farm_ping_s", "test.ping to one farm (s)", None),
-    ("farm_call_s", "farm.version to one farm (s)", None),
-    ("member_call_s", "farm.version to one member (s)", None),
+    ("farm_call_s", "upgrade.version to one farm (s)", None),
+    ("member_call_s", "upgrade.version to one member (s)", None),
     ("ping_all_s", "test.ping to all (s)", None),
     ("farms_start_s", "start the farms' apps, memcached, HAProxy (s)", None),
     ("preprod_s", "upgrade.preprod orchestration (s)", None),
@@ -546,7 +546,7 @@ ROWS = [
     ("rollout_overhead_wave_s", "  overhead per wave beyond its waits (s)", None),
     ("rollout_round_trips", "  Salt round trips per farm step (max)", ("<= 3", 3)),
     ("drain_call_s", "  haproxy_tier.drain call (median s)", None),
-    ("step_call_s", "  farm.upgrade_step call (median s)", None),
+    ("step_call_s", "  upgrade.upgrade_step call (median s)", None),
     ("ready_call_s", "  haproxy_tier.ready call (median s)", None),
     ("requests", "  requests during the rollout", None),
     ("failed_requests", "  failed requests", ("0", 0)),

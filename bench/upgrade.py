@@ -46,28 +46,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
+from lab import salt_cluster  # noqa: E402
 from lab.net import free_port  # noqa: E402
 from lab.pillar_tree import PillarOverrides  # noqa: E402
-from lab.salt_cluster import (  # noqa: E402
-    master_conf,
-    minion_conf,
-    salt_run,
-    spawn,
-    stop_everything,
-    wait_ping,
-    write_yaml,
-)
 from lab.upgrade import (  # noqa: E402
     LAB_FARMS,
     LAB_MEMBERS,
     LAB_PREPROD,
-    LAB_ROGUE,
     LAB_SITES,
-    ROGUE_GRAINS,
     FarmLab,
     build_release,
-    lab_grains,
     lab_minion_id,
+    lab_minions,
     orchestrate_report,
 )
 
@@ -108,32 +98,34 @@ def start_salt(root, farm_lab):
     import salt.config
 
     pillar = root / "pillar"  # no top.sls: the repo's pillar/top.sls applies
-    write_yaml(pillar / "webfarm" / "topology.sls", {"webfarm": {"topology": farm_lab.topology}})
+    salt_cluster.write_yaml(
+        pillar / "webfarm" / "topology.sls", {"webfarm": {"topology": farm_lab.topology}}
+    )
     tree = PillarOverrides(root / "pillar-tree")
     for ident, data in farm_lab.pillars().items():
         tree.set(ident, data)
     ports = (free_port(), free_port())
-    mconf = master_conf(root, pillar, ports, ext_pillar=tree.ext_pillar())
+    mconf = salt_cluster.master_conf(root, pillar, ports, ext_pillar=tree.ext_pillar())
     logs = root / "logs"
     logs.mkdir()
-    spawn("salt-master", mconf, open(logs / "master.log", "w"))  # noqa: SIM115
+    salt_cluster.spawn("salt-master", mconf, open(logs / "master.log", "w"))  # noqa: SIM115
     time.sleep(4)
     client = salt.client.LocalClient(mopts=salt.config.client_config(str(mconf)))
-    grains = {**lab_grains(), LAB_ROGUE: ROGUE_GRAINS}
+    grains = lab_minions()
     ids = sorted(grains)
     started = time.perf_counter()
     for first in range(0, len(ids), GROUP):
         group = ids[first : first + GROUP]
         for ident in group:
-            conf = minion_conf(root, ident, grains[ident], ports)
-            spawn("salt-minion", conf, open(logs / f"{ident}.log", "w"))  # noqa: SIM115
-        wait_ping(client, group, timeout=180)
+            conf = salt_cluster.minion_conf(root, ident, grains[ident], ports)
+            salt_cluster.spawn("salt-minion", conf, open(logs / f"{ident}.log", "w"))  # noqa: SIM115
+        salt_cluster.wait_ping(client, group, timeout=180)
     print(f"{len(ids)} minions up in {time.perf_counter() - started:.1f} s", flush=True)
     ret = client.cmd(ids, "saltutil.sync_all", tgt_type="list", timeout=300)
     missing = [ident for ident in ids if not ret.get(ident)]
     if missing:
         raise RuntimeError(f"saltutil.sync_all: no answer from {missing}")
-    code, data = salt_run(mconf, "saltutil.sync_all")
+    code, data = salt_cluster.salt_run(mconf, "saltutil.sync_all")
     if code != 0:
         raise RuntimeError(f"salt-run saltutil.sync_all: {str(data)[:600]}")
     return mconf
@@ -157,13 +149,15 @@ def bench(root):
         with farm_lab.traffic() as traffic:
             for version in ROLLOUTS:
                 pillar = json.dumps({"upgrade": {"kind": "app", "version": version}})
-                code, data = salt_run(
+                code, data = salt_cluster.salt_run(
                     mconf, "state.orchestrate", "upgrade.preprod", f"pillar={pillar}"
                 )
                 if code != 0:
                     raise RuntimeError(f"upgrade.preprod {version}: {str(data)[:1200]}")
                 started = time.monotonic()
-                code, data = salt_run(mconf, "state.orchestrate", "upgrade", f"pillar={pillar}")
+                code, data = salt_cluster.salt_run(
+                    mconf, "state.orchestrate", "upgrade", f"pillar={pillar}"
+                )
                 wall = time.monotonic() - started
                 report = orchestrate_report(data)
                 if code != 0 or not report or not report["result"]:
@@ -250,7 +244,7 @@ def _print():
             f"  max {max(values):6.3f} s"
         )
     drain_call = median_latency(latency, "haproxy_tier.drain")
-    member = median_latency(latency, "farm.upgrade_step")
+    member = median_latency(latency, "upgrade.upgrade_step")
     ready = median_latency(latency, "haproxy_tier.ready")
     costs = drain_call + member + ready
     print(
@@ -285,7 +279,7 @@ def main():
     except Exception:  # noqa: BLE001 - reported, then the daemons are stopped
         traceback.print_exc()
     finally:
-        left = stop_everything(base)
+        left = salt_cluster.stop_everything(base)
         shutil.rmtree(base, ignore_errors=True)
         if left:
             print(f"WARNING: pids that would not stop: {left}")

@@ -162,7 +162,7 @@ def cli_argv(binary, *args):
 
 
 def app_root(minion_id):
-    """A web member's release layout (``farm.release``): ``current`` -> ``releases/<v>``."""
+    """A web member's release layout (``upgrade.release``): ``current`` -> ``releases/<v>``."""
     return host_root(minion_id) / "srv" / "www" / "app"
 
 

@@ -4,7 +4,7 @@ by the ``webfarm/upgrade/release/ready`` event, under live traffic.
 Releases are published under ``$WEBFARM_DEMO_DIR/dist/<version>`` (the binhost's part); one
 member (``web-s1-f2-m2``) takes its releases from a second dist where 2.1.0 is broken (no
 VERSION: its health check never sees 2.1.0). Every web member and the preprod host first get
-1.0.0 by ``farm.release`` (their first deployment) and a memcached runs per farm on the
+1.0.0 by ``upgrade.release`` (their first deployment) and a memcached runs per farm on the
 address the topology pillar names. Then, with browser-like sessions running through
 lb-primary from the master's namespace:
 
@@ -28,6 +28,7 @@ import threading
 import time
 
 from demo import netlab, salt_lab, topology
+from lab.upgrade import orchestrate_report
 
 TITLE = (
     "step 6: preprod gate, app upgrade 1.0.0 -> 2.0.0 with sites concurrently, automatic"
@@ -136,9 +137,9 @@ def start_memcached():
 
 
 def _versions():
-    answer = salt_lab.salt(*WEB, "farm.version")
+    answer = salt_lab.salt(*WEB, "upgrade.version")
     if len(answer) != len(_web_hosts()):
-        raise RuntimeError(f"farm.version answered from {sorted(answer)} only")
+        raise RuntimeError(f"upgrade.version answered from {sorted(answer)} only")
     return answer
 
 
@@ -232,31 +233,18 @@ def _prepare():
         f" {BROKEN_MEMBER} only); the upgrade runner: synced to the master by orch.cluster"
     )
     targets = ("-C", "G@webfarm:role:web or G@webfarm:role:preprod")
-    first = salt_lab.salt(*targets, "farm.release", OLD)
+    first = salt_lab.salt(*targets, "upgrade.release", OLD)
     want = len(_web_hosts()) + len(_preprod_hosts())
     bad = {m: r for m, r in first.items() if not isinstance(r, dict) or r.get("version") != OLD}
     if bad or len(first) != want:
         raise RuntimeError(f"first deployment of {OLD} failed: {bad or sorted(first)}")
     print(
-        f"    $ salt -C 'G@webfarm:role:web or G@webfarm:role:preprod' farm.release {OLD}"
+        f"    $ salt -C 'G@webfarm:role:web or G@webfarm:role:preprod' upgrade.release {OLD}"
         f"   -> {len(first)} hosts on {OLD}"
     )
     for host in _preprod_hosts():
         _start_preprod_app(host)
     print(f"    memcached started for {start_memcached()} farms (flushed after each switch)")
-
-
-def _find_report(data):
-    """The runner's report inside ``state.orchestrate`` output."""
-    if isinstance(data, dict):
-        changes = data.get("changes")
-        if isinstance(changes, dict) and isinstance(changes.get("return"), dict):
-            return changes["return"]
-        for value in data.values():
-            found = _find_report(value)
-            if found is not None:
-                return found
-    return None
 
 
 def _release_ready(version):
@@ -269,7 +257,7 @@ def _release_ready(version):
 def _preprod(events, version):
     pillar = json.dumps({"upgrade": {"kind": "app", "version": version}})
     print(f"    $ salt-run state.orchestrate upgrade.preprod pillar='{pillar}'")
-    report = _find_report(
+    report = orchestrate_report(
         salt_lab.salt_run("state.orchestrate", "upgrade.preprod", f"pillar={pillar}")
     )
     if not report or not report.get("ok"):
@@ -376,7 +364,7 @@ def run():
     print(
         f"    traffic through lb-primary: {seen['requests']} requests in {seen['sessions']} "
         f"sessions, failed: {seen['failed']}, version regressions: {seen['regressed_sessions']}"
-        f"\n    served: {served}; farm.version on the members now: "
+        f"\n    served: {served}; upgrade.version on the members now: "
         + ", ".join(f"{v} x{n}" for v, n in sorted(_count(versions.values()).items()))
     )
     if seen["failed"] or seen["regressed_sessions"]:

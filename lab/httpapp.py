@@ -4,7 +4,7 @@
 version}`` and appending an Apache combined log line per request (client = first
 X-Forwarded-For); it writes its pidfile and detaches so ``python -m demo down`` stops it by
 pid. Its version is the release ``<app-root>/current`` points at, resolved on every request
-(the layout ``farm.release`` keeps), sent as ``X-App-Version``; like the test suite's PHP app
+(the layout ``upgrade.release`` keeps), sent as ``X-App-Version``; like the test suite's PHP app
 it refuses (409) a session whose ``APPV`` cookie names a newer version, and raises ``APPV``
 to its own.
 ``sessions``: a few cookie-keeping client sessions against a URL; prints JSON per session.

@@ -110,6 +110,13 @@ def lab_grains():
 ROGUE_GRAINS = webfarm_grains("web", "s1", "f1", 3)
 
 
+def lab_minions():
+    """``{minion_id: grains}`` of every minion the fixed lab starts: :func:`lab_grains` and
+    the rogue minion (:data:`LAB_ROGUE`) claiming a web member's place the topology does not
+    give it."""
+    return {**lab_grains(), LAB_ROGUE: ROGUE_GRAINS}
+
+
 def wait_port(address, port, timeout=15, proc=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

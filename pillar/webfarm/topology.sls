@@ -49,6 +49,6 @@ webfarm:
     monitor: {id: monitor, address: 10.77.0.30}
     logstore: {id: logstore, address: 10.77.0.40, port: 27017}
     # Preproduction: one server per hw-profile tests every release first and builds the
-    # Gentoo binary packages of its profile (salt://upgrade/preprod.sls, gentoo.buildhost).
+    # Gentoo binary packages of its profile (salt://upgrade/preprod.sls, upgrade.buildhost).
     preprod:
       - {id: preprod-generic, address: 10.77.0.50, port: 80, hw_profile: generic-x86_64}

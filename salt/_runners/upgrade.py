@@ -7,12 +7,12 @@ no minion's grains involved) names, see ``webfarm_upgrade.plan_rollout`` and doc
 Each farm step is at most three Salt round trips:
 
 1. ``haproxy_tier.drain`` on the site LBs (the farm, or the member for ``os``);
-2. ``farm.upgrade_step`` on the members: release (or OS packages) + health + release check +
+2. ``upgrade.upgrade_step`` on the members: release (or OS packages) + health + release check +
    memcached flush, all in one job; a member whose app is already down is left untouched;
 3. ``haproxy_tier.ready`` on the site LBs (a member that was down stays in maint).
 
 A failed step (``on_failure: rollback``, the default) gets one more job,
-``farm.rollback_step`` (back to the version each member ran, health, memcached flush),
+``upgrade.rollback_step`` (back to the version each member ran, health, memcached flush),
 then the farm is readied: no session reached the new version, since the farm was drained.
 ``on_failure: hold`` leaves it drained. Either way the rollout stops (after ``max_failures``
 tolerated failures) and ``webfarm/upgrade/step/failed`` says what was done.
@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import salt.client
 import salt.exceptions
 import salt.pillar
+import salt.utils.args
 import salt.utils.data
 
 import webfarm_events
@@ -229,7 +230,7 @@ def _rollback(members, results, settings, latency):
         (
             _call,
             group,
-            "farm.rollback_step",
+            "upgrade.rollback_step",
             (),
             {**kwarg, "version": version},
             _health_wait(settings),
@@ -300,7 +301,7 @@ def _run_step(step, opts, lbs, settings):
     try:
         results = _call(
             members,
-            "farm.upgrade_step",
+            "upgrade.upgrade_step",
             kwarg=_member_kwarg(opts, settings),
             timeout=settings["job_timeout"] + _health_wait(settings),
             latency=latency,
@@ -391,7 +392,7 @@ def _rounded(timings):
 
 def _versions(members):
     try:
-        ret = _client().cmd(list(members), "farm.version", tgt_type="list", timeout=30)
+        ret = _client().cmd(list(members), "upgrade.version", tgt_type="list", timeout=30)
     except Exception as exc:  # noqa: BLE001 - the report must still be returned
         log.warning("cannot collect versions: %s", exc)
         return {}
@@ -472,7 +473,7 @@ def preprod(
 ):
     """
     Test a release on the preproduction servers (grain ``webfarm:role: preprod``, one per
-    hw-profile, each named ``preprod`` by the master's ``webfarm:topology``): deploy it (``farm.upgrade_step``: release or OS packages, HTTP health, the
+    hw-profile, each named ``preprod`` by the master's ``webfarm:topology``): deploy it (``upgrade.upgrade_step``: release or OS packages, HTTP health, the
     release's check command from pillar), record the outcome per hw-profile on the master and
     fire ``webfarm/upgrade/preprod/done`` with it. A production rollout needs ``ok`` on every
     hw-profile its members use.
@@ -500,7 +501,7 @@ def preprod(
     try:
         results = _call(
             minions,
-            "farm.upgrade_step",
+            "upgrade.upgrade_step",
             kwarg=kwarg,
             timeout=int(job_timeout) + _health_wait(settings),
         )
@@ -570,24 +571,39 @@ def _gate(opts, grains, waves):
     return comment, None
 
 
-def rollout(
-    kind,
-    version=None,
-    sites=None,
-    farms=None,
-    batch=None,
-    max_failures=0,
-    on_failure="rollback",
-    force=False,
-    source=None,
-    pkgs=None,
-    drain_timeout=60,
-    health_timeout=None,
-    job_timeout=600,
-    tgt="webfarm:role:*",
-):
+#: How a rollout runs, beside its plan options (``webfarm_upgrade.OPTIONS``).
+RUN_SETTINGS = {
+    "source": None,
+    "pkgs": None,
+    "drain_timeout": 60,
+    "health_timeout": None,
+    "job_timeout": 600,
+    "tgt": "webfarm:role:*",
+}
+
+
+def _run_settings(run):
+    try:
+        return {
+            "source": run["source"],
+            "pkgs": run["pkgs"],
+            "drain_timeout": float(run["drain_timeout"]),
+            "health_timeout": None
+            if run["health_timeout"] is None
+            else float(run["health_timeout"]),
+            "job_timeout": int(run["job_timeout"]),
+        }
+    except (TypeError, ValueError):
+        raise webfarm_upgrade.PlanError(
+            ["drain_timeout, health_timeout and job_timeout must be numbers"]
+        ) from None
+
+
+def rollout(kind, version=None, **kwargs):
     """
-    Roll an upgrade over the farms, wave by wave; return the report.
+    Roll an upgrade over the farms, wave by wave; return the report. The keyword arguments
+    are the plan options below (defaults: ``webfarm_upgrade.OPTIONS``) and how it runs
+    (``source`` to ``tgt``, defaults: ``RUN_SETTINGS``); any other name is refused.
 
     kind
         ``app`` (a farm at a time, needs ``version``), ``os`` (member #1 of every farm, then
@@ -608,7 +624,7 @@ def rollout(
     force
         Roll out a version not tested OK on preprod for every hw-profile (reported).
     source
-        rsync source passed to ``farm.release`` (default: each member's pillar
+        rsync source passed to ``upgrade.release`` (default: each member's pillar
         ``upgrade:source``).
     pkgs
         Packages for ``os``/``os-online`` (default: each member's pillar ``upgrade:pkgs``).
@@ -617,6 +633,11 @@ def rollout(
     health_timeout
         Seconds a member's health check keeps trying (default: its pillar
         ``upgrade:health_timeout``, else 30).
+    job_timeout
+        Seconds a member's step job may take (default 600).
+    tgt
+        Grain target of the minions whose grains make the plan (default ``webfarm:role:*``;
+        only the minions the master's topology names count).
 
     CLI Example:
 
@@ -626,12 +647,13 @@ def rollout(
         salt-run state.orchestrate upgrade pillar='{"upgrade": {"kind": "app", "version": "2.0.1"}}'
     """
     started = time.monotonic()
+    given = salt.utils.args.clean_kwargs(**kwargs)
+    run = {name: given.pop(name, default) for name, default in RUN_SETTINGS.items()}
     try:
-        opts = webfarm_upgrade.options(
-            kind, version, sites, farms, batch, max_failures, on_failure, force
-        )
+        opts = webfarm_upgrade.options(kind, version, **given)
+        settings = _run_settings(run)
         topology = _master_topology()
-        grains = _trusted_grains(_grains(tgt, timeout=60), topology)
+        grains = _trusted_grains(_grains(run["tgt"], timeout=60), topology)
         before = None
         if opts["kind"] == "app":
             # Each site's farms go oldest version first (a rolled-back farm before the rest).
@@ -659,13 +681,6 @@ def rollout(
             data={"kind": opts["kind"], "version": opts["version"], "comment": refusal},
         )
         return {"result": False, "refused": True, "comment": refusal, "steps": []}
-    settings = {
-        "source": source,
-        "pkgs": pkgs,
-        "drain_timeout": float(drain_timeout),
-        "health_timeout": None if health_timeout is None else float(health_timeout),
-        "job_timeout": int(job_timeout),
-    }
     lbs = _site_lbs(grains)
     report = webfarm_upgrade.new_report(opts, waves)
     report["forced"] = forced or False

@@ -241,7 +241,7 @@ def gate_comment(kind, version, untested):
 
 
 def classify_members(results):
-    """Split a farm step's member results (``farm.upgrade_step`` returns) into
+    """Split a farm step's member results (``upgrade.upgrade_step`` returns) into
     ``(ok, down, failed)`` lists of minion ids. ``down``: the app did not answer before the
     upgrade, so nothing was changed on it."""
     ok, down, failed = [], [], []
@@ -319,21 +319,31 @@ def _flag(value, what):
     raise PlanError([f"{what} must be true or false, got {value!r}"])
 
 
-def options(
-    kind,
-    version=None,
-    sites=None,
-    farms=None,
-    batch=None,
-    max_failures=0,
-    on_failure="rollback",
-    force=False,
-):
-    """Validate the rollout options; return them normalised or raise :class:`PlanError`.
+#: The rollout options beside ``kind`` and ``version`` and their defaults (``salt-run
+#: upgrade.rollout`` takes them as keyword arguments and documents each).
+OPTIONS = {
+    "sites": None,
+    "farms": None,
+    "batch": None,
+    "max_failures": 0,
+    "on_failure": "rollback",
+    "force": False,
+}
+
+
+def options(kind, version=None, **given):
+    """Validate the rollout options (:data:`OPTIONS` under ``given``); return them normalised
+    or raise :class:`PlanError`, which also names an option that is not one.
 
     ``batch`` None means "one farm of every selected site at once" (see :func:`plan`);
     ``on_failure`` is ``rollback`` (default) or ``hold``; ``force`` skips the preprod gate.
     """
+    unknown = sorted(set(given) - set(OPTIONS))
+    if unknown:
+        raise PlanError([f"unknown option(s) {', '.join(unknown)}: known are {', '.join(OPTIONS)}"])
+    chosen = {**OPTIONS, **given}
+    sites, farms, batch = chosen["sites"], chosen["farms"], chosen["batch"]
+    max_failures, on_failure, force = chosen["max_failures"], chosen["on_failure"], chosen["force"]
     errors = []
     if kind not in KINDS:
         errors.append(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -743,7 +753,7 @@ def rsyncd_conf(
         isinstance(h, str) and re.match(r"^[0-9A-Za-z.:/*-]+$", h) for h in hosts_allow
     ):
         raise ValueError("hosts_allow must name the production addresses/subnets")
-    lines = ["# Managed by Salt (gentoo.buildhost): binary packages built on this preprod host"]
+    lines = ["# Managed by Salt (upgrade.buildhost): binary packages built on this preprod host"]
     if pid_file:
         lines.append(f"pid file = {pid_file}")
     if address:

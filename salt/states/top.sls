@@ -1,7 +1,7 @@
 {#- The highstate by role: grain webfarm:role picks the SLS (webfarm/roles.yaml), every minion
     gets motd, less, nagios.client and webfarm.role_check (fails a minion with an unknown or
     missing role). What depends on the host or on this minion's pillar is added here:
-    gentoo.binhost (web) / gentoo.buildhost (preprod) where os_family is Gentoo, policyroute where
+    upgrade.binhost (web) / upgrade.buildhost (preprod) where os_family is Gentoo, policyroute where
     pillar policyroute is given, haproxy.vrrp on an LB whose tier has a VIP
     in webfarm:topology (primary_vip, or sites:<site>:vip of the site whose lbs list this
     minion). The role only chooses what a minion applies to itself; farm, LB and monitoring
@@ -16,8 +16,8 @@
 {%-   endif %}
 {%- endfor %}
 {%- set extras = {
-    'web': ['gentoo.binhost'] if gentoo else [],
-    'preprod': ['gentoo.buildhost'] if gentoo else [],
+    'web': ['upgrade.binhost'] if gentoo else [],
+    'preprod': ['upgrade.buildhost'] if gentoo else [],
     'lb-primary': ['haproxy.vrrp'] if (topo.get('primary_vip') or {}).get('address') else [],
     'lb-site': ['haproxy.vrrp'] if site_vip else [],
 } %}

@@ -93,9 +93,9 @@ def test_roles_of_the_top_are_the_roles_the_check_knows():
 
 def test_gentoo_web_and_preprod_get_the_binhost_sls(minion):
     web = top_of(minion("web-s1-f1-m1", "web", os_family="Gentoo"))
-    assert web == [*COMMON, "accesslog", "upgrade.php", "gentoo.binhost"]
+    assert web == [*COMMON, "accesslog", "upgrade.php", "upgrade.binhost"]
     preprod = top_of(minion("preprod-generic", "preprod", os_family="Gentoo"))
-    assert preprod == [*COMMON, "upgrade.php", "gentoo.buildhost"]
+    assert preprod == [*COMMON, "upgrade.php", "upgrade.buildhost"]
 
 
 @pytest.mark.parametrize(

@@ -180,7 +180,7 @@ def test_demo_up_twice_shows_every_step_then_down_leaves_nothing(repo_root, demo
         )
         assert int(traffic.group(1)) > 100 and traffic.group(2, 3) == ("0", "0"), traffic.group(0)
         assert re.search(r"served: 1\.0\.0 x\d+, 2\.0\.0 x\d+, 2\.1\.0 x\d+;", out)
-        assert "farm.version on the members now: 2.0.0 x2, 2.1.0 x6\n" in out
+        assert "upgrade.version on the members now: 2.0.0 x2, 2.1.0 x6\n" in out
         assert "\n\\__/|       " in out and "\n   `----" in out  # the scroll was printed
         for step in ("1", "1b", "2", "3", "4", "5", "6"):
             assert f"  step {step}: " in out.split("=" * 72)[-2]  # in the summary

@@ -43,7 +43,7 @@ def _preprod(lab, version):
 
 
 def _versions(lab):
-    ret = lab.salt_cli.run("farm.version", minion_tgt="u-web-*")
+    ret = lab.salt_cli.run("upgrade.version", minion_tgt="u-web-*")
     assert ret.returncode == 0, ret
     return ret.data
 
@@ -100,7 +100,7 @@ def test_preprod_records_then_sites_upgrade_concurrently_under_traffic(upgrade_l
         [(lab.master.id, "webfarm/upgrade/preprod/done")], after_time=since, timeout=30
     ).matches
     assert event.data["version"] == "2.0.1" and event.data["ok"] is True
-    ret = lab.salt_cli.run("farm.version", minion_tgt=PREPROD)
+    ret = lab.salt_cli.run("upgrade.version", minion_tgt=PREPROD)
     assert ret.data == "2.0.1"
     ret = lab.salt_run_cli.run("upgrade.tested", "version=2.0.1")
     assert ret.data["profiles"]["generic-x86_64"]["ok"] is True
@@ -221,7 +221,7 @@ def test_hold_leaves_the_failed_farm_drained_and_force_is_reported(upgrade_lab):
     lab.mend_member(BROKEN)
     _refresh(lab, BROKEN)
     ret = lab.salt_cli.run(
-        "-L", "farm.rollback_step", "2.0.1", minion_tgt=",".join(failed["members"])
+        "-L", "upgrade.rollback_step", "2.0.1", minion_tgt=",".join(failed["members"])
     )
     assert ret.returncode == 0 and all(r["ok"] for r in ret.data.values()), ret
     ret = lab.salt_cli.run("haproxy_tier.ready", "farm=f2", minion_tgt="u-lb-s1")
@@ -262,24 +262,26 @@ def test_a_member_down_before_its_wave_is_skipped_and_kept_out(upgrade_lab):
 
     # The operator brings it back: app up (still in maint), upgrade it, then ready it.
     lab.apps[DOWN].start()
-    ret = lab.salt_cli.run("farm.upgrade_step", "3.0.2", minion_tgt=DOWN)
+    ret = lab.salt_cli.run("upgrade.upgrade_step", "3.0.2", minion_tgt=DOWN)
     assert ret.returncode == 0 and ret.data["ok"] is True, ret
     ret = lab.salt_cli.run("haproxy_tier.ready", "server=f2_m1", minion_tgt="u-lb-s2")
     assert ret.returncode == 0, ret
     assert lab.monitor().snapshot() == {}
 
 
+def _release_ready(lab, data):
+    """A site LB (a minion, not the master) announces a release: the reactor's trigger."""
+    ret = lab.salt_cli.run(
+        "event.send", "webfarm/upgrade/release/ready", f"data={data}", minion_tgt="u-lb-s1"
+    )
+    assert ret.returncode == 0, ret
+
+
 def test_release_ready_reactor_refuses_untested_then_runs_tested(upgrade_lab, event_listener):
     lab = upgrade_lab
     since = time.time()
     # From a minion, "force" is ignored: an untested release is refused, nothing drained.
-    ret = lab.salt_cli.run(
-        "event.send",
-        "webfarm/upgrade/release/ready",
-        'data={"version": "4.0.0", "force": true}',
-        minion_tgt="u-lb-s1",
-    )
-    assert ret.returncode == 0, ret
+    _release_ready(lab, '{"version": "4.0.0", "force": true}')
     (refused,) = event_listener.wait_for_events(
         [(lab.master.id, "webfarm/upgrade/rollout/refused")], after_time=since, timeout=120
     ).matches
@@ -289,13 +291,7 @@ def test_release_ready_reactor_refuses_untested_then_runs_tested(upgrade_lab, ev
 
     _preprod(lab, "4.0.0")
     with lab.monitor() as monitor, lab.traffic() as traffic:
-        ret = lab.salt_cli.run(
-            "event.send",
-            "webfarm/upgrade/release/ready",
-            'data={"version": "4.0.0"}',
-            minion_tgt="u-lb-s1",
-        )
-        assert ret.returncode == 0, ret
+        _release_ready(lab, '{"version": "4.0.0"}')
         deadline = time.monotonic() + 150
         versions = {}
         while time.monotonic() < deadline:

@@ -15,13 +15,13 @@ from lab.upgrade import (
     LAB_PREPROD,
     LAB_ROGUE,
     LAB_SITES,
-    ROGUE_GRAINS,
     FarmLab,
     PhpApp,
     build_release,
     install_release,
     lab_grains,
     lab_minion_id,
+    lab_minions,
     start_memcached,
 )
 from tests.support.salt_daemons import master_config
@@ -190,7 +190,7 @@ def upgrade_lab(salt_factories, tmp_path_factory):
         started.append(master)
         minions = [
             master.salt_minion_daemon(ident, overrides={"grains": grains})
-            for ident, grains in {**lab.minion_grains(), ROGUE: ROGUE_GRAINS}.items()
+            for ident, grains in lab_minions().items()
         ]
         # Started a few at a time: each minion start waits seconds for its key exchange.
         for first in range(0, len(minions), 4):

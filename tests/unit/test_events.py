@@ -38,3 +38,22 @@ def test_every_reactor_tag_follows_the_rule_and_has_its_reactor():
 def test_the_rule_catches_the_old_shapes():
     for old in ("webfarm/release/ready", "webfarm/haproxy/f2/drained/x", "webfarm/motd/refresh"):
         assert not RULE.match(old)
+
+
+def test_every_tag_names_a_capability_by_its_sls_folder():
+    folders = {p.name for p in (REPO / "salt" / "states").iterdir() if p.is_dir()}
+    literal = re.compile(rf"webfarm/({PART})/{PART}/")
+    fired = re.compile(
+        r"""(?:webfarm_events\.fire\(__salt__,|webfarm_events\.tag\()\s*["'](\w+)["']"""
+    )
+    found = {}
+    for top in ("salt", "reactor", "docs", "README.md"):
+        paths = [REPO / top] if (REPO / top).is_file() else (REPO / top).rglob("*")
+        for path in paths:
+            if path.suffix not in (".py", ".sls", ".jinja", ".md", ".conf"):
+                continue
+            text = path.read_text()
+            for cap in literal.findall(text) + fired.findall(text):
+                found.setdefault(cap, set()).add(str(path.relative_to(REPO)))
+    assert {"upgrade", "haproxy", "mysqlsnap", "motd"} <= set(found)
+    assert {cap: where for cap, where in found.items() if cap not in folders} == {}

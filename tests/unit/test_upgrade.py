@@ -500,32 +500,29 @@ def test_a_mixed_site_upgrades_its_oldest_farm_first():
     assert names(wu.plan(FARMS, "app")) == [["s1/f1", "s2/f1"], ["s1/f2", "s2/f2"]]
 
 
-def _defaults_of(path, name):
-    """``{parameter: default}`` of the function ``name`` in the module file ``path`` (read, not
-    imported: the runner needs a master)."""
+def test_the_runners_rollout_takes_the_options_once_and_documents_each():
+    """``salt-run upgrade.rollout`` takes ``webfarm_upgrade.OPTIONS`` and its own
+    ``RUN_SETTINGS`` as keyword arguments: no default is written again in its signature, and
+    its docstring names every one (read, not imported: the runner needs a master)."""
     import ast
-
-    tree = ast.parse(path.read_text())
-    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
-    args = func.args.args
-    defaults = [None] * (len(args) - len(func.args.defaults)) + func.args.defaults
-    return {
-        a.arg: (ast.literal_eval(d) if d is not None else "<required>")
-        for a, d in zip(args, defaults, strict=True)
-    }
-
-
-def test_the_runners_rollout_options_default_as_options_does():
-    """``salt-run upgrade.rollout`` repeats ``webfarm_upgrade.options``' parameters as its CLI
-    (each documented there); a default changed on one side only must fail here."""
-    import inspect
     from pathlib import Path
 
     runner = Path(__file__).resolve().parents[2] / "salt" / "_runners" / "upgrade.py"
-    rollout = _defaults_of(runner, "rollout")
-    options = {
-        name: "<required>" if p.default is inspect.Parameter.empty else p.default
-        for name, p in inspect.signature(wu.options).parameters.items()
-    }
-    assert set(options) <= set(rollout)
-    assert {name: rollout[name] for name in options} == options
+    tree = ast.parse(runner.read_text())
+    func = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "rollout")
+    assert [a.arg for a in func.args.args] == ["kind", "version"] and func.args.kwarg
+    run = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RUN_SETTINGS"
+    )
+    assert not set(run) & set(wu.OPTIONS)
+    doc = ast.get_docstring(func)
+    # a parameter's entry is a line of names (``sites, farms``), its text indented below it
+    named = {n for line in doc.splitlines() if line[:1].isalpha() for n in line.split(", ")}
+    assert [name for name in [*wu.OPTIONS, *run] if name not in named] == []
+
+
+def test_options_refuse_a_name_that_is_none():
+    with pytest.raises(wu.PlanError, match="unknown option.*max_failure: known are sites"):
+        wu.options("app", "2.0.1", max_failure=1)

@@ -5,7 +5,7 @@
     - an rsync daemon serves <pkgdir_root> read-only as module <module> (default binpkgs) to
       upgrade:buildhost:hosts_allow (the production subnets).
     Production members point upgrade:binhost_url at rsync://<this host>/binpkgs; the
-    gentoo.binhost SLS makes their PORTAGE_BINHOST rsync://<this host>/binpkgs/<hw_profile>,
+    upgrade.binhost SLS makes their PORTAGE_BINHOST rsync://<this host>/binpkgs/<hw_profile>,
     which Portage fetches with FETCHCOMMAND_RSYNC (make.globals: rsync -LtvP ...) and
     `emerge --usepkg --getbinpkg` installs what this host built. After building, run
     `emaint binhost --fix` so the Packages index lists the new packages.
@@ -18,37 +18,37 @@
 {%- set profile = salt['grains.get']('webfarm:hw_profile') %}
 {%- set root = bh.get('pkgdir_root', '/var/cache/binpkgs') %}
 {%- if role != 'preprod' or not profile or not bh.get('hosts_allow') %}
-gentoo-buildhost-settings:
+upgrade-buildhost-settings:
   test.fail_without_changes:
-    - name: gentoo-buildhost
-    - comment: "gentoo.buildhost is for preprod minions with a webfarm:hw_profile grain and pillar upgrade:buildhost:hosts_allow (got role {{ role }}, hw_profile {{ profile }}, hosts_allow {{ bh.get('hosts_allow') }})"
+    - name: upgrade-buildhost
+    - comment: "upgrade.buildhost is for preprod minions with a webfarm:hw_profile grain and pillar upgrade:buildhost:hosts_allow (got role {{ role }}, hw_profile {{ profile }}, hosts_allow {{ bh.get('hosts_allow') }})"
 {%- else %}
-gentoo-buildhost-make-conf:
+upgrade-buildhost-make-conf:
   file.managed:
     - name: {{ path }}
     - makedirs: True
     - mode: '0644'
-    - contents: {{ salt['farm.buildhost_make_conf'](path=path, pkgdir_root=root, hw_profile=profile) | json }}
+    - contents: {{ salt['upgrade.buildhost_make_conf'](path=path, pkgdir_root=root, hw_profile=profile) | json }}
 
-gentoo-buildhost-pkgdir:
+upgrade-buildhost-pkgdir:
   file.directory:
     - name: {{ root }}/{{ profile }}
     - makedirs: True
     - mode: '0755'
 
-gentoo-buildhost-rsyncd-conf:
+upgrade-buildhost-rsyncd-conf:
   file.managed:
     - name: {{ bh.get('rsyncd_conf', '/etc/rsyncd.conf') }}
     - makedirs: True
     - mode: '0644'
-    - contents: {{ salt['farm.buildhost_rsyncd_conf']() | json }}
+    - contents: {{ salt['upgrade.buildhost_rsyncd_conf']() | json }}
 {%- if bh.get('manage_service', True) not in [False, 'false', 'no', '0'] %}
 
-gentoo-buildhost-rsyncd:
+upgrade-buildhost-rsyncd:
   service.running:
     - name: {{ bh.get('service', 'rsyncd') }}
     - enable: True
     - watch:
-      - file: gentoo-buildhost-rsyncd-conf
+      - file: upgrade-buildhost-rsyncd-conf
 {%- endif %}
 {%- endif %}

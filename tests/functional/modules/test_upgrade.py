@@ -1,4 +1,4 @@
-"""The ``farm`` execution module through Salt's loader against real rsync, a real memcached
+"""The ``upgrade`` execution module (and its ``farm`` aliases) through Salt's loader against real rsync, a real memcached
 (apt, loopback port) and a real PHP app (``php -S``) serving the release ``current`` points at.
 """
 
@@ -35,84 +35,102 @@ def php_app(app_root, upgrade_memcached):
 
 
 def test_release_copies_and_switches_current(modules, app_root, upgrade_dist):
-    ret = modules.farm.release("1.0.0")
+    ret = modules.upgrade.release("1.0.0")
     assert ret["version"] == "1.0.0" and ret["previous"] is None
     assert ret["copied"] and ret["switched"]
     assert os.readlink(app_root / "current") == "releases/1.0.0"
     assert (app_root / "current" / "VERSION").read_text() == "1.0.0\n"
     assert (app_root / "current" / "assets" / "app.css").is_file()
-    assert modules.farm.version() == "1.0.0"
+    assert modules.upgrade.version() == "1.0.0"
 
-    ret = modules.farm.release("2.0.1")
+    ret = modules.upgrade.release("2.0.1")
     assert ret["previous"] == "1.0.0" and ret["switched"]
-    assert modules.farm.version() == "2.0.1"
+    assert modules.upgrade.version() == "2.0.1"
     assert os.readlink(app_root / "previous") == "releases/1.0.0"
-    assert modules.farm.releases() == ["1.0.0", "2.0.1"]
+    assert modules.upgrade.releases() == ["1.0.0", "2.0.1"]
     # No partial or temporary entries left beside the releases.
     assert sorted(p.name for p in (app_root / "releases").iterdir()) == ["1.0.0", "2.0.1"]
     assert sorted(p.name for p in app_root.iterdir()) == ["current", "previous", "releases"]
 
 
 def test_release_again_is_a_no_op(modules):
-    modules.farm.release("2.0.1")
-    ret = modules.farm.release("2.0.1")
+    modules.upgrade.release("2.0.1")
+    ret = modules.upgrade.release("2.0.1")
     assert ret["copied"] is False and ret["switched"] is False
 
 
 def test_live_release_that_differs_is_refused_and_kept(modules, app_root, tmp_path):
-    modules.farm.release("2.0.1")
+    modules.upgrade.release("2.0.1")
     other = tmp_path / "other" / "2.0.1"
     other.mkdir(parents=True)
     (other / "VERSION").write_text("tampered\n")
     with pytest.raises(CommandExecutionError, match="live and differs"):
-        modules.farm.release("2.0.1", source=str(other))
+        modules.upgrade.release("2.0.1", source=str(other))
     assert (app_root / "current" / "VERSION").read_text() == "2.0.1\n"
     assert (app_root / "current" / "index.php").is_file()
 
 
 def test_rollback_switches_back_and_forth(modules):
-    modules.farm.release("1.0.0")
-    modules.farm.release("2.0.1")
-    ret = modules.farm.rollback()
+    modules.upgrade.release("1.0.0")
+    modules.upgrade.release("2.0.1")
+    ret = modules.upgrade.rollback()
     assert ret == {"version": "1.0.0", "previous": "2.0.1", "restarted": None}
-    assert modules.farm.version() == "1.0.0"
-    assert modules.farm.rollback()["version"] == "2.0.1"
+    assert modules.upgrade.version() == "1.0.0"
+    assert modules.upgrade.rollback()["version"] == "2.0.1"
+
+
+def test_the_readmes_farm_names_are_aliases_of_upgrade(modules, app_root):
+    farm = sorted(name for name in modules if name.startswith("farm."))
+    assert farm == sorted(
+        f"farm.{n}"
+        for n in ("upgrade_step", "rollback_step", "release", "rollback", "version", "flush_cache")
+    )
+    assert all("CLI Example:" in (modules[name].__doc__ or "") for name in farm)
+    # what a CLI call passes beside the arguments (__pub_*) is not handed on
+    ret = modules.farm.release("1.0.0", __pub_fun="farm.release", __pub_jid="1")
+    assert ret["version"] == "1.0.0" and ret["switched"]
+    modules.farm.release(version="2.0.1")
+    assert modules.farm.version() == modules.upgrade.version() == "2.0.1"
+    assert modules.farm.rollback()["version"] == "1.0.0"
+    assert os.readlink(app_root / "current") == "releases/1.0.0"
+    with pytest.raises(SaltInvocationError):
+        modules.farm.release("../1.0.0")
 
 
 def test_rollback_without_previous_is_a_clear_error(modules):
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     with pytest.raises(CommandExecutionError, match="nothing to roll back"):
-        modules.farm.rollback()
-    assert modules.farm.version() == "1.0.0"
+        modules.upgrade.rollback()
+    assert modules.upgrade.version() == "1.0.0"
 
 
 @pytest.mark.parametrize("bad", ["../etc", "", "2.0 1", "-rf", "a/b"])
 def test_bad_version_is_refused_before_touching_anything(modules, app_root, bad):
     with pytest.raises(SaltInvocationError, match="bad version"):
-        modules.farm.release(bad)
+        modules.upgrade.release(bad)
     assert list(app_root.iterdir()) == []
 
 
 def test_missing_source_loses_nothing(modules, app_root):
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     with pytest.raises(CommandExecutionError, match="does not exist"):
-        modules.farm.release("9.9.9")
-    assert modules.farm.version() == "1.0.0"
+        modules.upgrade.release("9.9.9")
+    assert modules.upgrade.version() == "1.0.0"
     assert sorted(p.name for p in (app_root / "releases").iterdir()) == ["1.0.0"]
 
 
 def test_failed_rsync_leaves_no_partial_release(modules, app_root, tmp_path):
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     with pytest.raises(CommandExecutionError, match="rsync"):
-        modules.farm.release("3.0.0", source="rsync://127.0.0.1:1/nowhere/")
-    assert modules.farm.version() == "1.0.0"
+        modules.upgrade.release("3.0.0", source="rsync://127.0.0.1:1/nowhere/")
+    assert modules.upgrade.version() == "1.0.0"
     assert sorted(p.name for p in (app_root / "releases").iterdir()) == ["1.0.0"]
 
 
 def test_switch_is_atomic_for_readers(modules, app_root):
     """A reader opening current/VERSION in a loop never fails while releases switch 8 times."""
-    modules.farm.release("1.0.0")
-    modules.farm.release("2.0.1")
+    modules.upgrade.release("1.0.0")
+    modules.upgrade.release("2.0.1")
     errors, seen, stop = [], set(), threading.Event()
 
     def reader():
@@ -126,9 +144,9 @@ def test_switch_is_atomic_for_readers(modules, app_root):
     thread.start()
     try:
         for _ in range(4):
-            modules.farm.rollback()
+            modules.upgrade.rollback()
             time.sleep(0.005)
-            modules.farm.rollback()
+            modules.upgrade.rollback()
             time.sleep(0.005)
     finally:
         stop.set()
@@ -138,35 +156,35 @@ def test_switch_is_atomic_for_readers(modules, app_root):
 
 
 def test_health_sees_the_switched_release_over_http(modules, php_app):
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     php_app.start()
-    ret = modules.farm.health(url=php_app.url, version="1.0.0", timeout=10)
+    ret = modules.upgrade.health(url=php_app.url, version="1.0.0", timeout=10)
     assert ret["ok"] and ret["status"] == 200 and ret["version"] == "1.0.0", ret
-    modules.farm.release("2.0.1")
-    ret = modules.farm.health(url=php_app.url, version="2.0.1", timeout=5)
+    modules.upgrade.release("2.0.1")
+    ret = modules.upgrade.health(url=php_app.url, version="2.0.1", timeout=5)
     assert ret["ok"] and ret["attempts"] == 1, ret
 
 
 def test_health_reports_wrong_version_and_errors(modules, php_app):
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     php_app.start()
-    ret = modules.farm.health(url=php_app.url, version="2.0.1", timeout=1, interval=0.2)
+    ret = modules.upgrade.health(url=php_app.url, version="2.0.1", timeout=1, interval=0.2)
     assert ret["ok"] is False and "reports version '1.0.0'" in ret["error"]
     assert ret["attempts"] > 1
-    modules.farm.release("2.0.2")
-    ret = modules.farm.health(url=php_app.url, version="2.0.2", timeout=1)
+    modules.upgrade.release("2.0.2")
+    ret = modules.upgrade.health(url=php_app.url, version="2.0.2", timeout=1)
     assert ret["ok"] is False and ret["status"] == 500
 
 
 def test_health_of_a_dead_server_fails_within_timeout(modules):
-    ret = modules.farm.health(url=f"http://127.0.0.1:{free_port()}/", timeout=1, interval=0.2)
+    ret = modules.upgrade.health(url=f"http://127.0.0.1:{free_port()}/", timeout=1, interval=0.2)
     assert ret["ok"] is False and ret["status"] is None and ret["error"]
     assert ret["seconds"] <= 2
 
 
 def test_health_rejects_non_http_urls(modules):
     with pytest.raises(SaltInvocationError, match="http"):
-        modules.farm.health(url="file:///etc/passwd")
+        modules.upgrade.health(url="file:///etc/passwd")
 
 
 def test_app_session_lives_in_memcached_and_flush_cache_empties_it(
@@ -174,7 +192,7 @@ def test_app_session_lives_in_memcached_and_flush_cache_empties_it(
 ):
     import http.client
 
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     php_app.start()
     conn = http.client.HTTPConnection(php_app.address, php_app.port, timeout=5)
     conn.request("GET", "/")
@@ -185,7 +203,7 @@ def test_app_session_lives_in_memcached_and_flush_cache_empties_it(
     address, port = upgrade_memcached
     assert "VALUE sess:" + sid in memcached_command(address, port, f"get sess:{sid}")
 
-    ret = modules.farm.flush_cache(address=address, port=port)
+    ret = modules.upgrade.flush_cache(address=address, port=port)
     assert ret == {"address": address, "port": port, "flushed": True}
     assert memcached_command(address, port, f"get sess:{sid}") == "END\r\n"
 
@@ -194,7 +212,7 @@ def test_flush_cache_endpoint_from_pillar(modules, loaders, upgrade_memcached):
     address, port = upgrade_memcached
     memcached_command(address, port, "set probe 0 60 1\r\nx")
     loaders.opts["pillar"]["upgrade"]["memcached"] = {"address": address, "port": port}
-    assert modules.farm.flush_cache()["flushed"] is True
+    assert modules.upgrade.flush_cache()["flushed"] is True
     assert memcached_command(address, port, "get probe") == "END\r\n"
 
 
@@ -207,22 +225,22 @@ def test_flush_cache_endpoint_from_the_topology(modules, loaders, upgrade_memcac
     loaders.opts["pillar"]["webfarm"] = {"topology": {"sites": {"s1": {"farms": farms}}}}
     loaders.grains["webfarm"] = {"role": "web", "site": "s1", "farm": "f1", "member": 1}
     with pytest.raises(SaltInvocationError, match="no memcached for this farm"):
-        modules.farm.flush_cache()
+        modules.upgrade.flush_cache()
     loaders.grains["webfarm"]["farm"] = "f2"
-    assert modules.farm.flush_cache() == {"address": address, "port": port, "flushed": True}
+    assert modules.upgrade.flush_cache() == {"address": address, "port": port, "flushed": True}
     assert memcached_command(address, port, "get probe") == "END\r\n"
 
 
 def test_flush_cache_errors(modules):
     with pytest.raises(SaltInvocationError, match="no memcached"):
-        modules.farm.flush_cache()
+        modules.upgrade.flush_cache()
     with pytest.raises(CommandExecutionError, match="unreachable"):
-        modules.farm.flush_cache(address="127.0.0.1", port=free_port(), timeout=1)
+        modules.upgrade.flush_cache(address="127.0.0.1", port=free_port(), timeout=1)
 
 
 def test_upgrade_os_goes_through_salt_pkg_on_debian(modules):
     """Real aptpkg call: rsync is installed, so pkg.install changes nothing and says so."""
-    ret = modules.farm.upgrade_os(pkgs=["rsync"])
+    ret = modules.upgrade.upgrade_os(pkgs=["rsync"])
     assert ret["function"] == "pkg.install"
     assert ret["kwargs"] == {"pkgs": ["rsync"], "refresh": False}
     assert ret["changes"] == {}
@@ -231,7 +249,7 @@ def test_upgrade_os_goes_through_salt_pkg_on_debian(modules):
 def test_make_conf_keeps_lines_and_adds_binhost(modules, tmp_path):
     path = tmp_path / "make.conf"
     path.write_text('COMMON_FLAGS="-O2 -pipe"\nFEATURES="parallel-fetch"\n')
-    text = modules.farm.make_conf(
+    text = modules.upgrade.make_conf(
         path=str(path), binhost_url="http://binhost.example/packages", hw_profile="xeon-e5"
     )
     assert text.splitlines() == [
@@ -240,7 +258,7 @@ def test_make_conf_keeps_lines_and_adds_binhost(modules, tmp_path):
         'PORTAGE_BINHOST="http://binhost.example/packages/xeon-e5"',
     ]
     with pytest.raises(SaltInvocationError, match="hw_profile"):
-        modules.farm.make_conf(path=str(path), binhost_url="http://b/p", hw_profile="../x")
+        modules.upgrade.make_conf(path=str(path), binhost_url="http://b/p", hw_profile="../x")
 
 
 # ----------------------------------------------------------------------------- the SLS
@@ -252,13 +270,13 @@ def _sls(modules, mods, pillar, test=False):
     return ret
 
 
-def test_gentoo_binhost_sls_renders_make_conf(modules, loaders, tmp_path, testmode):
+def test_binhost_sls_renders_make_conf(modules, loaders, tmp_path, testmode):
     """Gentoo cannot run here: the SLS is applied to a make.conf in a temp dir."""
     loaders.opts["grains"]["webfarm"] = {"hw_profile": "xeon-e5"}
     path = tmp_path / "make.conf"
     path.write_text('COMMON_FLAGS="-O2"\nFEATURES="sandbox"\n')
     pillar = {"upgrade": {"make_conf": str(path), "binhost_url": "http://binhost.lan/packages"}}
-    ret = _sls(modules, "gentoo.binhost", pillar, test=testmode)
+    ret = _sls(modules, "upgrade.binhost", pillar, test=testmode)
     (state,) = ret.values()
     if testmode:
         assert state["result"] is None and "diff" in state["changes"]
@@ -269,14 +287,14 @@ def test_gentoo_binhost_sls_renders_make_conf(modules, loaders, tmp_path, testmo
         'COMMON_FLAGS="-O2"\nFEATURES="sandbox getbinpkg"\n'
         'PORTAGE_BINHOST="http://binhost.lan/packages/xeon-e5"\n'
     )
-    (again,) = _sls(modules, "gentoo.binhost", pillar).values()
+    (again,) = _sls(modules, "upgrade.binhost", pillar).values()
     assert again["result"] is True and again["changes"] == {}
 
 
-def test_gentoo_binhost_sls_without_url_fails_cleanly(modules, loaders, tmp_path):
+def test_binhost_sls_without_url_fails_cleanly(modules, loaders, tmp_path):
     loaders.opts["grains"]["webfarm"] = {"hw_profile": "xeon-e5"}
     path = tmp_path / "make.conf"
-    ret = _sls(modules, "gentoo.binhost", {"upgrade": {"make_conf": str(path)}})
+    ret = _sls(modules, "upgrade.binhost", {"upgrade": {"make_conf": str(path)}})
     (state,) = ret.values()
     assert state["result"] is False and "upgrade:binhost_url" in state["comment"]
     assert not path.exists()
@@ -340,10 +358,10 @@ def test_upgrade_step_switches_checks_health_and_flushes_in_one_call(
         memcached={"address": address, "port": port},
         check_cmd=["test", "-f", str(php_app.root / "releases" / "{version}" / "VERSION")],
     )
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     php_app.start()
     memcached_command(address, port, "set probe 0 60 1\r\nx")
-    ret = modules.farm.upgrade_step("2.0.1", health_timeout=5)
+    ret = modules.upgrade.upgrade_step("2.0.1", health_timeout=5)
     assert ret["ok"] is True, ret
     assert (ret["before"], ret["version"], ret["error"]) == ("1.0.0", "2.0.1", None)
     assert ret["health"]["version"] == "2.0.1" and ret["flushed"] is True
@@ -354,46 +372,46 @@ def test_upgrade_step_switches_checks_health_and_flushes_in_one_call(
 
     # a failing release check is a failed step, reported as data
     loaders.opts["pillar"]["upgrade"]["checks"] = {"1.0.0": "false"}
-    ret = modules.farm.upgrade_step("1.0.0", health_timeout=5)
+    ret = modules.upgrade.upgrade_step("1.0.0", health_timeout=5)
     assert ret["ok"] is False and ret["error"] == "check false exited 1", ret
     assert ret["before"] == "2.0.1"
 
 
 def test_upgrade_step_of_a_broken_release_then_rollback_step(modules, loaders, php_app):
     loaders.opts["pillar"]["upgrade"]["health_url"] = php_app.url
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     php_app.start()
-    ret = modules.farm.upgrade_step("2.0.2", health_timeout=1, flush=False)
+    ret = modules.upgrade.upgrade_step("2.0.2", health_timeout=1, flush=False)
     assert ret["ok"] is False and ret["before"] == "1.0.0"
     assert ret["error"].startswith("health check failed: HTTP 500")
-    assert modules.farm.version() == "2.0.2"
-    back = modules.farm.rollback_step("1.0.0", health_timeout=5, flush=False)
+    assert modules.upgrade.version() == "2.0.2"
+    back = modules.upgrade.rollback_step("1.0.0", health_timeout=5, flush=False)
     assert back["ok"] is True and back["from"] == "2.0.2", back
-    assert back["health"]["version"] == "1.0.0" and modules.farm.version() == "1.0.0"
-    assert modules.farm.rollback_step("1.0.0", health_timeout=5, flush=False)["ok"] is True
-    missing = modules.farm.rollback_step("0.9.0", flush=False)
+    assert back["health"]["version"] == "1.0.0" and modules.upgrade.version() == "1.0.0"
+    assert modules.upgrade.rollback_step("1.0.0", health_timeout=5, flush=False)["ok"] is True
+    missing = modules.upgrade.rollback_step("0.9.0", flush=False)
     assert missing["ok"] is False and "not under" in missing["error"]
 
 
 def test_upgrade_step_leaves_a_member_that_is_already_down_alone(modules, loaders, app_root):
     loaders.opts["pillar"]["upgrade"]["health_url"] = f"http://127.0.0.1:{free_port()}/"
-    modules.farm.release("1.0.0")
+    modules.upgrade.release("1.0.0")
     started = time.monotonic()
-    ret = modules.farm.upgrade_step("2.0.1")
+    ret = modules.upgrade.upgrade_step("2.0.1")
     assert time.monotonic() - started < 5
     assert ret["ok"] is False and ret["down_before"] is True
     assert ret["error"].startswith("down before the upgrade, left as it was")
-    assert modules.farm.version() == "1.0.0"
+    assert modules.upgrade.version() == "1.0.0"
     assert not (app_root / "releases" / "2.0.1").exists()
 
 
 def test_upgrade_step_rejects_bad_input(modules):
     with pytest.raises(SaltInvocationError, match="bad version"):
-        modules.farm.upgrade_step("../x")
+        modules.upgrade.upgrade_step("../x")
     with pytest.raises(SaltInvocationError, match="kind must be"):
-        modules.farm.upgrade_step("2.0.1", kind="big")
+        modules.upgrade.upgrade_step("2.0.1", kind="big")
     with pytest.raises(SaltInvocationError, match="check command"):
-        modules.farm.upgrade_step("2.0.1", check={"x": 1})
+        modules.upgrade.upgrade_step("2.0.1", check={"x": 1})
 
 
 # ----------------------------------------------------------------------------- build host
@@ -419,9 +437,7 @@ def _buildhost_pillar(tmp_path, port):
     }
 
 
-def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
-    modules, loaders, tmp_path, testmode
-):
+def test_buildhost_sls_serves_what_preprod_built_over_rsync(modules, loaders, tmp_path, testmode):
     """Gentoo cannot run here: the SLS writes make.conf and rsyncd.conf into a temp dir, then
     a real rsync daemon started from that rsyncd.conf serves the PKGDIR, and the fetch
     Portage makes for an rsync:// PORTAGE_BINHOST (FETCHCOMMAND_RSYNC) gets its files."""
@@ -435,11 +451,11 @@ def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
     pillar = _buildhost_pillar(tmp_path, port)
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "make.conf").write_text('COMMON_FLAGS="-O2"\nFEATURES="sandbox"\n')
-    ret = _sls(modules, "gentoo.buildhost", pillar, test=testmode)
+    ret = _sls(modules, "upgrade.buildhost", pillar, test=testmode)
     assert sorted(s["__id__"] for s in ret.values()) == [
-        "gentoo-buildhost-make-conf",
-        "gentoo-buildhost-pkgdir",
-        "gentoo-buildhost-rsyncd-conf",
+        "upgrade-buildhost-make-conf",
+        "upgrade-buildhost-pkgdir",
+        "upgrade-buildhost-rsyncd-conf",
     ]
     if testmode:
         assert all(s["result"] is None for s in ret.values()), ret
@@ -449,7 +465,7 @@ def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
     assert (tmp_path / "etc" / "make.conf").read_text() == (
         f'COMMON_FLAGS="-O2"\nFEATURES="sandbox buildpkg"\nPKGDIR="{tmp_path}/binpkgs/xeon-e5"\n'
     )
-    again = _sls(modules, "gentoo.buildhost", pillar)
+    again = _sls(modules, "upgrade.buildhost", pillar)
     assert [s["__id__"] for s in again.values() if s["changes"]] == []
 
     # What `emerge --buildpkg` + `emaint binhost --fix` leave in PKGDIR (stand-ins).
@@ -465,7 +481,7 @@ def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
     )
     try:
         wait_port("127.0.0.1", port, proc=daemon)
-        binhost = modules.farm.make_conf(
+        binhost = modules.upgrade.make_conf(
             path=str(tmp_path / "none"),
             binhost_url=f"rsync://127.0.0.1:{port}/binpkgs",
             hw_profile="xeon-e5",
@@ -510,9 +526,9 @@ def test_gentoo_buildhost_sls_serves_what_preprod_built_over_rsync(
         stop_process(daemon)
 
 
-def test_gentoo_buildhost_sls_refuses_a_non_preprod_minion(modules, loaders, tmp_path):
+def test_buildhost_sls_refuses_a_non_preprod_minion(modules, loaders, tmp_path):
     loaders.opts["grains"]["webfarm"] = {"role": "web", "hw_profile": "xeon-e5"}
-    ret = _sls(modules, "gentoo.buildhost", _buildhost_pillar(tmp_path, 1873))
+    ret = _sls(modules, "upgrade.buildhost", _buildhost_pillar(tmp_path, 1873))
     (state,) = ret.values()
     assert state["result"] is False and "for preprod minions" in state["comment"]
     assert not (tmp_path / "etc").exists()
