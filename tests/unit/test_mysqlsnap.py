@@ -187,41 +187,26 @@ def test_lvm_command_lines():
     backend = logic.make_backend(logic.merge_settings(base(**LVM)))
     name = "mysqlsnap-20261125T020000.000Z"
     steps = backend.locked_steps(name)
+    # the command lines as an operator would type them (split on spaces: no argument has one)
     assert [(s.label, s.cmd, s.undo, s.settles) for s in steps] == [
         (
             "freeze",
-            ["fsfreeze", "--freeze", "/srv/mysql"],
-            ["fsfreeze", "--unfreeze", "/srv/mysql"],
+            "fsfreeze --freeze /srv/mysql".split(),
+            "fsfreeze --unfreeze /srv/mysql".split(),
             None,
         ),
         (
             "snapshot",
-            [
-                "lvcreate",
-                "--snapshot",
-                "--permission",
-                "r",
-                "--size",
-                "5G",
-                "--name",
-                name,
-                "/dev/vg0/mysql",
-            ],
-            ["lvremove", "--yes", f"vg0/{name}"],
+            f"lvcreate --snapshot --permission r --size 5G --name {name} /dev/vg0/mysql".split(),
+            f"lvremove --yes vg0/{name}".split(),
             None,
         ),
-        ("thaw", ["fsfreeze", "--unfreeze", "/srv/mysql"], None, "freeze"),
+        ("thaw", "fsfreeze --unfreeze /srv/mysql".split(), None, "freeze"),
     ]
     (mount,) = backend.mount_steps(name)
-    assert mount.cmd == [
-        "mount",
-        "-t",
-        "xfs",
-        "-o",
-        "ro,nouuid,norecovery",
-        f"/dev/vg0/{name}",
-        "/mnt/mysqlsnap",
-    ]
+    assert (
+        mount.cmd == f"mount -t xfs -o ro,nouuid,norecovery /dev/vg0/{name} /mnt/mysqlsnap".split()
+    )
     assert mount.undo == ["umount", "/mnt/mysqlsnap"]
     assert backend.source_dir(name) == "/mnt/mysqlsnap/data"
     assert backend.stale_probe() == ["lvs", "--noheadings", "--options", "lv_name", "vg0"]
