@@ -16,6 +16,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 import webfarm_accessdoc as schema
+import webfarm_values
 
 DEFAULTS = {
     "uri": "mongodb://127.0.0.1:27017/",
@@ -40,24 +41,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,100}$")
 
 
 def _bool(value, name):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise ValueError(f"{name} must be true or false, got {value!r}")
+    return webfarm_values.as_bool(value, name)
 
 
 def positive_int(value, name, maximum=None):
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
-    if number < 1 or (maximum is not None and number > maximum):
-        limit = f" and at most {maximum}" if maximum else ""
-        raise ValueError(f"{name} must be at least 1{limit}, got {value!r}")
-    return number
+    return webfarm_values.as_int(value, name, 1, maximum)
 
 
 def store_settings(pillar_value=None, **overrides):

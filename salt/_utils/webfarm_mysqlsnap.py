@@ -14,6 +14,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import webfarm_values
+
 NAME_PREFIX = "mysqlsnap-"
 NAME_RE = re.compile(r"^mysqlsnap-(\d{8}T\d{6})\.(\d{3})Z$")
 MANIFEST = "manifest.json"
@@ -117,11 +119,7 @@ def merge_settings(pillar=None, overrides=None):
 
 
 def _bool(value, key):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise SettingsError(f"{key} must be true or false, got {value!r}")
+    return webfarm_values.as_bool(value, key, SettingsError)
 
 
 def _number(value, key, minimum, kind=float):

@@ -15,6 +15,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+import webfarm_values
+
 PROTO = 77
 PROTO_NAME = "webfarm"
 PRIORITY_MIN = 1000
@@ -172,15 +174,7 @@ def _network(value, where):
 
 
 def _int(value, where, low, high):
-    if isinstance(value, bool):
-        raise PolicyRouteError(f"{where} must be an integer, got {value!r}")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise PolicyRouteError(f"{where} must be an integer, got {value!r}") from None
-    if not low <= number <= high:
-        raise PolicyRouteError(f"{where} must be between {low} and {high}, got {number}")
-    return number
+    return webfarm_values.as_int(value, where, low, high, PolicyRouteError)
 
 
 def _list(value, where):

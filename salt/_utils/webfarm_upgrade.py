@@ -20,6 +20,7 @@ import re
 
 import webfarm_topology
 import webfarm_trust
+import webfarm_values
 
 KINDS = ("app", "os", "os-online")
 ON_FAILURE = ("rollback", "hold")
@@ -297,26 +298,16 @@ def _as_list(value, what):
     return list(value)
 
 
+def _plan_error(message):
+    return PlanError([message])
+
+
 def _positive_int(value, what, minimum):
-    if isinstance(value, bool):
-        value = None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise PlanError([f"{what} must be an integer >= {minimum}, got {value!r}"]) from None
-    if number < minimum or str(number) != str(value).strip():
-        raise PlanError([f"{what} must be an integer >= {minimum}, got {value!r}"])
-    return number
+    return webfarm_values.as_int(value, what, minimum, error=_plan_error)
 
 
 def _flag(value, what):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.strip().lower() in ("true", "yes", "1")
-    if value is None:
-        return False
-    raise PlanError([f"{what} must be true or false, got {value!r}"])
+    return False if value is None else webfarm_values.as_bool(value, what, _plan_error)
 
 
 #: The rollout options beside ``kind`` and ``version`` and their defaults (``salt-run

@@ -20,7 +20,7 @@ def test_store_settings_defaults_pillar_and_validation():
     for bad, why in [
         ({"uri": "http://x"}, "mongodb://"),
         ({"collection": "a b"}, "not a valid name"),
-        ({"retention_days": 0}, "at least 1"),
+        ({"retention_days": 0}, "retention_days must be an integer between 1 and 36500"),
         ({"index_url": "maybe"}, "true or false"),
         ({"colection": "x"}, "unknown keys"),
     ]:
