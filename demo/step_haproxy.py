@@ -21,24 +21,21 @@ SESSIONS, REQUESTS = 4, 6
 TIERS = {"lb-primary": "primary", "lb-site": "site"}  # webfarm:role -> haproxy tier
 
 
+def _host_files(minion_id, service, names):
+    """``{key: path}`` of ``service``'s files under the demo host's own dir."""
+    run = salt_lab.host_root(minion_id) / service
+    return {key: str(run / name) for key, name in names.items()}
+
+
 def _paths(minion_id):
-    run = salt_lab.host_root(minion_id) / "haproxy"
-    return {
-        "config": str(run / "haproxy.cfg"),
-        "pidfile": str(run / "haproxy.pid"),
-        "socket": str(run / "admin.sock"),
-        "state_file": str(run / "servers.state"),
-    }
+    names = {"config": "haproxy.cfg", "pidfile": "haproxy.pid", "socket": "admin.sock"}
+    return _host_files(minion_id, "haproxy", {**names, "state_file": "servers.state"})
 
 
 def _vrrp_paths(minion_id):
-    run = salt_lab.host_root(minion_id) / "keepalived"
-    return {
-        "config": str(run / "keepalived.conf"),
-        "pidfile": str(run / "keepalived.pid"),
-        "vrrp_pidfile": str(run / "vrrp.pid"),
-        "install_package": False,  # the demo host has keepalived and curl (apt-packages)
-    }
+    names = {"config": "keepalived.conf", "pidfile": "keepalived.pid", "vrrp_pidfile": "vrrp.pid"}
+    # the demo host has keepalived and curl (apt-packages)
+    return {**_host_files(minion_id, "keepalived", names), "install_package": False}
 
 
 def vrrp_lbs():
