@@ -24,12 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("WEBFARM_SHARED", REPO.parent / "shared"))
 REAL = SHARED / "data" / "elastic-apache_logs.log"
-SHIPPER = REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
-from lab.modload import load_file  # noqa: E402
+from lab.shipper import load_shipper, shipper_command  # noqa: E402
 
-shipper = load_file("webfarm_shipper", SHIPPER)
+shipper = load_shipper()
 
 
 def children_cpu():
@@ -110,20 +109,7 @@ def webfarm_ship_cpu(path, batch=1000):
 
 
 def ship_into_store(path, uri, database, spool):
-    cmd = [
-        sys.executable,
-        str(SHIPPER),
-        "--uri",
-        uri,
-        "--database",
-        database,
-        "--spool-dir",
-        spool,
-        "--file",
-        str(path),
-        "--log-level",
-        "WARNING",
-    ]
+    cmd = shipper_command(uri, database, spool, "--file", str(path), "--log-level", "WARNING")
     wall, cpu = time.perf_counter(), children_cpu()
     subprocess.run(cmd, check=True)
     return time.perf_counter() - wall, children_cpu() - cpu

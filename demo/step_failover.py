@@ -17,9 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from demo import netlab, salt_lab, step_haproxy, topology
+from lab.proc import children
 
 TITLE = (
     "step 1b: VRRP failover of the primary tier: kill -9 the VIP holder's HAProxy under live"
@@ -32,24 +32,11 @@ def pillar():
     return {}  # step 1 gives the LBs their haproxy (and haproxy:vrrp) pillar
 
 
-def _children(pid):
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(stat[1]) == pid:
-                out.append(int(entry.name))
-    return out
-
-
 def _kill_haproxy(minion_id):
     """SIGKILL the HAProxy master of ``minion_id`` (its pidfile) and its workers."""
     pidfile = salt_lab.host_root(minion_id) / "haproxy" / "haproxy.pid"
     master = int(pidfile.read_text().split()[0])
-    victims = [master, *_children(master)]
+    victims = [master, *children(master)]
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)

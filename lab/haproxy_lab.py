@@ -16,57 +16,34 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import webfarm_haproxy
 from lab.loops import Loops
 from lab.net import free_port
 from lab.proc import stop_process, wait_for
+from lab.vrrp_backend import JsonHandler, QuietServer
 
 SITES = ("s1", "s2")
 FARMS = ("f1", "f2")
 MEMBERS = (1, 2)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
+    def answer(self):
+        return {**super().answer(), "cookie": self.headers.get("Cookie")}
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         query = parse_qs(urlparse(self.path).query)
         if "sleep" in query:
             time.sleep(float(query["sleep"][0]))
-        site, farm, member = self.server.identity
-        body = json.dumps(
-            {
-                "site": site,
-                "farm": farm,
-                "member": member,
-                "xff": self.headers.get_all("X-Forwarded-For") or [],
-                "cookie": self.headers.get("Cookie"),
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        super().do_GET()
 
     do_POST = do_GET
 
-    def log_message(self, *args):
-        pass
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # health checks close with a reset; not an error of the test
-
 
 def start_backend(address, identity):
-    server = _Server((address, 0), _Handler)
+    server = QuietServer((address, 0), _Handler)
     server.identity = identity
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import webfarm_haproxy
 from lab.loops import Loops
-from lab.proc import stop_process, wait_for
+from lab.proc import children, stop_process, wait_for
 
 NET = "10.18.0"
 PORT = 80
@@ -283,19 +283,6 @@ def _zombie(pid):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
-
-
-def children(pid):
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == pid:
-                out.append(int(entry.name))
-    return out
 
 
 class VrrpLab:

@@ -49,6 +49,43 @@ def processes_naming(text):
     return pids
 
 
+def process_table():
+    """``{pid: (parent pid, session id)}`` of every process in /proc now, in /proc's order."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                table[int(entry.name)] = (int(fields[1]), int(fields[3]))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+    return table
+
+
+def children(pid):
+    """The pids whose parent is ``pid``."""
+    return [child for child, (ppid, _sid) in process_table().items() if ppid == pid]
+
+
+def descendants(pid):
+    """Every pid below ``pid`` in the process tree."""
+    below = {}
+    for child, (ppid, _sid) in process_table().items():
+        below.setdefault(ppid, []).append(child)
+    out, todo = [], [pid]
+    while todo:
+        for child in below.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def session_pids(pid):
+    """The pids of the session ``pid`` leads (it and the children it forked), ``pid`` included
+    when it is still there."""
+    return [p for p, (_ppid, sid) in process_table().items() if sid == pid or p == pid]
+
+
 def _alive(pid):
     """A zombie (a child of the caller, not yet reaped) counts as stopped."""
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from lab.proc import processes_naming, stop_pids
+from lab.proc import session_pids as proc_session_pids
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -142,16 +143,7 @@ def spawn(binary, conf, log):
 
 def session_pids(proc):
     """The pids of ``proc``'s session (the daemon and the children it forked)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == proc.pid or int(entry.name) == proc.pid:  # session id
-                pids.append(int(entry.name))
-    return pids
+    return proc_session_pids(proc.pid)
 
 
 def stop_everything(root=None):

@@ -2,6 +2,8 @@
 
 ``python3 vrrp_backend.py <address>:<port>:<site>:<farm>:<member> ...`` serves each member
 on its own address, answering JSON ``{site, farm, member, xff, peer}``; SIGTERM stops it.
+Stdlib only (it runs by path in a namespace); lab/haproxy_lab.py's backends build on its
+:class:`JsonHandler` and :class:`QuietServer`.
 """
 
 import json
@@ -11,20 +13,23 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-class Handler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """Answers a GET with :meth:`answer` as JSON: which member (``server.identity``, a
+    ``(site, farm, member)``) and the ``X-Forwarded-For`` it was given. Logs nothing."""
+
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):  # noqa: N802 - http.server's naming
+    def answer(self):
         site, farm, member = self.server.identity
-        body = json.dumps(
-            {
-                "site": site,
-                "farm": farm,
-                "member": int(member),
-                "xff": self.headers.get_all("X-Forwarded-For") or [],
-                "peer": self.client_address[0],
-            }
-        ).encode()
+        return {
+            "site": site,
+            "farm": farm,
+            "member": member,
+            "xff": self.headers.get_all("X-Forwarded-For") or [],
+        }
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        body = json.dumps(self.answer()).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -35,12 +40,20 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-class Server(ThreadingHTTPServer):
+class Handler(JsonHandler):
+    def answer(self):
+        return {**super().answer(), "peer": self.client_address[0]}
+
+
+class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
-    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         pass  # health checks close with a reset
+
+
+class Server(QuietServer):
+    request_queue_size = 1024
 
 
 def main(specs):
@@ -48,7 +61,7 @@ def main(specs):
     for spec in specs:
         address, port, site, farm, member = spec.split(":")
         server = Server((address, int(port)), Handler)
-        server.identity = (site, farm, member)
+        server.identity = (site, farm, int(member))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     stop = threading.Event()

@@ -253,6 +253,9 @@ def validate_topology(topology):
                     errors.append(f"{where}: duplicate member index {index}")
                     continue
                 entry = _endpoint(raw, where, errors, need_id=False)
+                if entry and entry["id"] is not None and not isinstance(entry["id"], str):
+                    errors.append(f"{where}: bad id {entry['id']!r} (must be a minion id string)")
+                    continue
                 if entry:
                     remember(entry, where)
                     members[index] = entry

@@ -9,12 +9,11 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPER = REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
+from lab.shipper import shipper_command
+
 LOG = "elastic-apache_logs.log"
 
 
@@ -35,19 +34,14 @@ def tagged_lines(shared_data, copies=1):
 
 def shipper(tmp_path, uri, collection, *extra, stdin=subprocess.PIPE):
     status = tmp_path / f"{collection}.status.json"
-    cmd = [
-        sys.executable,
-        str(SHIPPER),
-        "--uri",
+    cmd = shipper_command(
         uri,
-        "--database",
         "shiptest",
+        tmp_path / f"spool-{collection}",
         "--collection",
         collection,
         "--dead-letter-collection",
         f"{collection}_dead",
-        "--spool-dir",
-        str(tmp_path / f"spool-{collection}"),
         "--status-file",
         str(status),
         "--source",
@@ -55,7 +49,7 @@ def shipper(tmp_path, uri, collection, *extra, stdin=subprocess.PIPE):
         "--server-timeout-ms",
         "500",
         *extra,
-    ]
+    )
     proc = subprocess.Popen(cmd, stdin=stdin, stderr=subprocess.PIPE, start_new_session=True)
     proc.status_path = status
     return proc

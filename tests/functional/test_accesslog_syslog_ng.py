@@ -10,32 +10,14 @@ import signal
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from lab.mongo import free_port
+from lab.proc import descendants
 from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
 
 SYSLOG_NG = shutil.which("syslog-ng") or "/usr/sbin/syslog-ng"
-
-
-def descendants(pid):
-    """PIDs below ``pid`` in the process tree."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 @pytest.mark.timeout(120)

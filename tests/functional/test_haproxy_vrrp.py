@@ -31,8 +31,8 @@ from lab.haproxy_vrrp_lab import (
     run,
     wait_for,
 )
-from lab.modload import load_file
 from lab.proc import stop_process
+from lab.shipper import load_shipper
 from tests.functional.states.test_accesslog import acl_pillar, all_ok, apply
 
 APACHE_MODULES = "/usr/lib/apache2/modules"
@@ -368,13 +368,8 @@ Include "{include}"
 """
 
 
-def _load_shipper(repo_root):
-    path = repo_root / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
-    return load_file("webfarm_shipper_wf18", path)
-
-
 def test_the_web_members_access_log_names_the_client_through_both_tiers(
-    modules, wf18_vrrp_lab, tmp_path, repo_root
+    modules, wf18_vrrp_lab, tmp_path
 ):
     """A request from the client namespace through the primary VIP and site s2's LB to an
     Apache member: the combined LogFormat, with the accesslog SLS's RemoteIP settings
@@ -443,7 +438,7 @@ def test_the_web_members_access_log_names_the_client_through_both_tiers(
         log = (apache_root / "access.log").read_text().splitlines()
     finally:
         shutil.rmtree(docroot, ignore_errors=True)
-    parser = _load_shipper(repo_root).LogFormat("combined")
+    parser = load_shipper("webfarm_shipper_wf18").LogFormat("combined")
     visits = [parser.parse(x) for x in log if "visit=" in x]
     assert {(v["query"], v["ip"]) for v in visits} == {
         ("visit=plain", CLIENT),

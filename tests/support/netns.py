@@ -44,8 +44,10 @@ class PolicyRouteLab:
         }
 
 
-def seed_pillar(lab):
-    """The seed's scenario for ``lab``, with IPv6 beside it."""
+@pytest.fixture
+def policyroute_pillar(policyroute_lab):
+    """The seed's scenario for ``policyroute_lab``, with IPv6 beside it (a fresh dict per test)."""
+    lab = policyroute_lab
     return {
         "default": {"gateway": ["10.12.0.254", "2001:db8:12::254"], "dev": "eth0"},
         "tables": {

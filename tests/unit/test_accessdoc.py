@@ -7,14 +7,11 @@ types, with its required ones; the schema has no field the shipper never writes;
 field the store queries or indexes is in the schema.
 """
 
-from pathlib import Path
-
 import webfarm_accessdoc as schema
 import webfarm_accesslog as acl
-from lab.modload import load_file
+from lab.shipper import load_shipper
 
-SHIPPER = Path(__file__).resolve().parents[2] / "salt/states/accesslog/files/webfarm_shipper.py"
-shipper = load_file("webfarm_shipper", SHIPPER)
+shipper = load_shipper()
 
 HEADERS = '"%{Referer}i" "%{User-agent}i" "%{X-Forwarded-For}i" "%{Content-Type}o" %{UNIQUE_ID}e'
 # (LogFormat, lines) that reach every field the parser can write, each directive on its own

@@ -1,14 +1,12 @@
 """The shipper's LogFormat parser and spool, imported by path from the file Salt deploys."""
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
-from lab.modload import load_file
+from lab.shipper import load_shipper
 
-SHIPPER = Path(__file__).resolve().parents[2] / "salt/states/accesslog/files/webfarm_shipper.py"
-shipper = load_file("webfarm_shipper", SHIPPER)
+shipper = load_shipper()
 
 LINE = (
     '83.149.9.216 - - [17/May/2015:10:05:03 +0000] "GET /a/b.png?x=1&y=2 HTTP/1.1" 200 203023 '

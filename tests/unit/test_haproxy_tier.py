@@ -101,6 +101,18 @@ def test_example_pillar_topology_is_valid(repo_root):
             lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][1].update(weight=999),
             "bad weight 999",
         ),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][2].update(id=["web", "m2"]),
+            "sites.s1.farms.f1.members.2: bad id ['web', 'm2'] (must be a minion id string)",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][2].update(id={"name": "m2"}),
+            "sites.s1.farms.f1.members.2: bad id {'name': 'm2'} (must be a minion id string)",
+        ),
+        (
+            lambda t: t["sites"]["s1"]["farms"]["f1"]["members"][2].update(id=12),
+            "sites.s1.farms.f1.members.2: bad id 12 (must be a minion id string)",
+        ),
     ],
 )
 def test_validate_reports_clear_errors(mutate, message):

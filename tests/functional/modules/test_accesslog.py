@@ -7,15 +7,13 @@ checked against an independent computation over the raw file that does not use t
 import collections
 import datetime as dt
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-REPO = Path(__file__).resolve().parents[3]
-SHIPPER = REPO / "salt" / "states" / "accesslog" / "files" / "webfarm_shipper.py"
+from lab.shipper import shipper_command
+
 LOG = "elastic-apache_logs.log"
 
 
@@ -40,18 +38,7 @@ def loaded_store(shared_data, mongo_server, tmp_path_factory):
     database = f"acl{uuid.uuid4().hex[:8]}"
     spool = tmp_path_factory.mktemp("spool")
     subprocess.run(
-        [
-            sys.executable,
-            str(SHIPPER),
-            "--uri",
-            mongo_server.uri,
-            "--database",
-            database,
-            "--spool-dir",
-            str(spool),
-            "--file",
-            str(shared_data / LOG),
-        ],
+        shipper_command(mongo_server.uri, database, spool, "--file", str(shared_data / LOG)),
         check=True,
         timeout=120,
         capture_output=True,

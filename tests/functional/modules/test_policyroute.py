@@ -8,19 +8,13 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import webfarm_policyroute
 from lab.netns import ip, run
-from tests.support.netns import seed_pillar
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def pillar(policyroute_lab):
-    return seed_pillar(policyroute_lab)
-
-
-@pytest.fixture
-def loaders_pillar(pillar):
-    return {"policyroute": pillar}
+def loaders_pillar(policyroute_pillar):
+    return {"policyroute": policyroute_pillar}
 
 
 def test_seed_scenario_routes_by_source(modules, policyroute_lab):
@@ -73,10 +67,10 @@ def test_reapply_is_a_noop(modules, policyroute_lab):
     assert policyroute_lab.snapshot() == before
 
 
-def test_diff_is_exactly_what_apply_does(modules, pillar):
+def test_diff_is_exactly_what_apply_does(modules, policyroute_pillar):
     planned = modules.policyroute.diff()
     assert modules.policyroute.apply() == planned
-    changed = copy.deepcopy(pillar)
+    changed = copy.deepcopy(policyroute_pillar)
     changed["tables"]["uplink1"]["sources"] = ["85.14.228.249", "2001:db8:85::248"]
     planned = modules.policyroute.diff(**changed)
     assert planned == {
@@ -88,18 +82,20 @@ def test_diff_is_exactly_what_apply_does(modules, pillar):
     assert modules.policyroute.apply(**changed) == planned
 
 
-def test_removing_a_table_removes_its_rules_and_routes(modules, pillar, policyroute_lab):
-    pillar["tables"]["uplink2"] = {
+def test_removing_a_table_removes_its_rules_and_routes(
+    modules, policyroute_pillar, policyroute_lab
+):
+    policyroute_pillar["tables"]["uplink2"] = {
         "id": 2,
         "gateway": "85.14.228.253",
         "dev": "eth1",
         "sources": ["85.14.228.247"],
         "priority": 1100,
     }
-    modules.policyroute.apply(**pillar)
+    modules.policyroute.apply(**policyroute_pillar)
     assert "lookup uplink2" in ip(policyroute_lab.web, "rule").stdout
-    del pillar["tables"]["uplink2"]
-    changes = modules.policyroute.apply(**pillar)
+    del policyroute_pillar["tables"]["uplink2"]
+    changes = modules.policyroute.apply(**policyroute_pillar)
     assert changes["rules"]["removed"] == ["priority 1100 from 85.14.228.247/32 lookup uplink2"]
     assert changes["routes"]["removed"] == ["default via 85.14.228.253 dev eth1 table uplink2"]
     assert "85.14.228.247" not in ip(policyroute_lab.web, "rule").stdout
@@ -108,14 +104,14 @@ def test_removing_a_table_removes_its_rules_and_routes(modules, pillar, policyro
     assert "uplink2" not in names and "1\tuplink1" in names
 
 
-def test_foreign_rules_and_routes_survive(modules, pillar, policyroute_lab):
+def test_foreign_rules_and_routes_survive(modules, policyroute_pillar, policyroute_lab):
     web = policyroute_lab.web
     ip(web, "rule", "add", "from", "10.12.0.77", "table", "1", "priority", "1000")
     ip(web, "rule", "add", "from", "10.12.0.78", "table", "1", "priority", "500", "protocol", "77")
     ip(web, "route", "add", "198.18.0.0/15", "via", "10.12.0.254", "table", "1")
     modules.policyroute.apply()
-    pillar["tables"] = {}
-    modules.policyroute.apply(**pillar)
+    policyroute_pillar["tables"] = {}
+    modules.policyroute.apply(**policyroute_pillar)
     rules = ip(web, "rule").stdout
     assert "from 10.12.0.77 lookup 1" in rules
     assert "from 10.12.0.78 lookup 1" in rules
@@ -133,17 +129,19 @@ def test_flush_removes_one_table(modules, policyroute_lab):
     assert modules.policyroute.flush("uplink1") == {}
 
 
-def test_failure_mid_apply_rolls_back(modules, pillar, policyroute_lab, monkeypatch):
+def test_failure_mid_apply_rolls_back(modules, policyroute_pillar, policyroute_lab, monkeypatch):
     """A route that another writer adds mid-way makes the kernel refuse ours (EEXIST)."""
     web = policyroute_lab.web
-    pillar["tables"]["uplink2"] = {
+    policyroute_pillar["tables"]["uplink2"] = {
         "id": 2,
         "gateway": "10.12.0.253",
         "dev": "eth0",
         "sources": ["10.12.0.1"],
         "priority": 1100,
     }
-    modules.policyroute.apply(**{**pillar, "tables": {"uplink2": pillar["tables"]["uplink2"]}})
+    modules.policyroute.apply(
+        **{**policyroute_pillar, "tables": {"uplink2": policyroute_pillar["tables"]["uplink2"]}}
+    )
     before = policyroute_lab.snapshot()
 
     def conflicting_writer(batch):
@@ -153,7 +151,7 @@ def test_failure_mid_apply_rolls_back(modules, pillar, policyroute_lab, monkeypa
 
     monkeypatch.setattr(webfarm_policyroute, "before_batch_hook", conflicting_writer)
     with pytest.raises(CommandExecutionError, match="File exists.*Rolled back"):
-        modules.policyroute.apply(**pillar)
+        modules.policyroute.apply(**policyroute_pillar)
     ip(web, "rule", "del", "from", "85.14.228.248", "table", "1", "priority", "1000")
     assert policyroute_lab.snapshot() == before
 
@@ -201,12 +199,12 @@ def test_hook_failure_before_rules_rolls_back_routes(modules, policyroute_lab, m
         (lambda p: p["tables"]["uplink1"].update(priority=100), "between 1000 and 9999"),
     ],
 )
-def test_bad_input_changes_nothing(modules, pillar, policyroute_lab, mutate, message):
+def test_bad_input_changes_nothing(modules, policyroute_pillar, policyroute_lab, mutate, message):
     modules.policyroute.apply()
     before = policyroute_lab.snapshot()
     names = os.path.join(policyroute_lab.iproute2_dir, "rt_tables.d", "webfarm.conf")
     names_before = open(names).read()
-    bad = copy.deepcopy(pillar)
+    bad = copy.deepcopy(policyroute_pillar)
     mutate(bad)
     with pytest.raises(SaltInvocationError, match=message):
         modules.policyroute.apply(**bad)
@@ -223,9 +221,9 @@ def test_foreign_route_in_the_way_is_an_error(modules, policyroute_lab):
     assert "lookup uplink1" not in ip(policyroute_lab.web, "rule").stdout
 
 
-def test_missing_namespace_is_a_clear_error(modules, pillar):
+def test_missing_namespace_is_a_clear_error(modules, policyroute_pillar):
     with pytest.raises(SaltInvocationError, match="does not exist"):
-        modules.policyroute.diff(**{**pillar, "netns": "wf-no-such-namespace"})
+        modules.policyroute.diff(**{**policyroute_pillar, "netns": "wf-no-such-namespace"})
 
 
 @pytest.mark.parametrize("loaders_pillar", [{}])
@@ -234,23 +232,23 @@ def test_no_pillar_is_a_clear_error(modules, loaders_pillar):
         modules.policyroute.apply()
 
 
-def test_gateway_change_and_big_table_ids(modules, pillar, policyroute_lab):
-    pillar["tables"]["far"] = {
+def test_gateway_change_and_big_table_ids(modules, policyroute_pillar, policyroute_lab):
+    policyroute_pillar["tables"]["far"] = {
         "id": 100000,
         "gateway": "10.12.0.254",
         "dev": "eth0",
         "sources": ["10.12.0.0/28"],
         "priority": 9999,
     }
-    modules.policyroute.apply(**pillar)
+    modules.policyroute.apply(**policyroute_pillar)
     far = policyroute_lab.route_get("198.51.100.1", src="10.12.0.1")
     assert "via 10.12.0.254" in far and "table far" in far
     assert (
         "9999:\tfrom 10.12.0.0/28 lookup far proto webfarm"
         in ip(policyroute_lab.web, "rule").stdout
     )
-    pillar["tables"]["uplink1"]["gateway"] = ["85.14.228.253", "2001:db8:85::254"]
-    changes = modules.policyroute.apply(**pillar)
+    policyroute_pillar["tables"]["uplink1"]["gateway"] = ["85.14.228.253", "2001:db8:85::254"]
+    changes = modules.policyroute.apply(**policyroute_pillar)
     assert changes == {
         "routes": {
             "changed": [
@@ -262,10 +260,10 @@ def test_gateway_change_and_big_table_ids(modules, pillar, policyroute_lab):
         }
     }
     assert "via 85.14.228.253" in policyroute_lab.route_get("198.51.100.1", src="85.14.228.248")
-    assert modules.policyroute.apply(**pillar) == {}
+    assert modules.policyroute.apply(**policyroute_pillar) == {}
 
 
-def test_unwritable_names_file_rolls_back(modules, pillar, policyroute_lab, tmp_path):
+def test_unwritable_names_file_rolls_back(modules, policyroute_pillar, policyroute_lab, tmp_path):
     """The names can only be written after netlink succeeded; failing that, netlink is undone."""
     readonly = tmp_path / "readonly"
     readonly.mkdir()
@@ -273,7 +271,7 @@ def test_unwritable_names_file_rolls_back(modules, pillar, policyroute_lab, tmp_
     try:
         before = policyroute_lab.snapshot()
         with pytest.raises(CommandExecutionError, match="cannot write the iproute2 names.*rolled"):
-            modules.policyroute.apply(**{**pillar, "iproute2_dir": str(readonly)})
+            modules.policyroute.apply(**{**policyroute_pillar, "iproute2_dir": str(readonly)})
         assert policyroute_lab.snapshot() == before
     finally:
         run(["umount", str(readonly)])

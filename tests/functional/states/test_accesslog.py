@@ -57,16 +57,24 @@ def all_ok(ret, test):
     assert set(results.values()) <= want, json.dumps(ret, indent=1, default=str)
 
 
+def apply_file(modules, sls, pillar, testmode, path):
+    """Apply ``sls`` (every state ok); return its result and the text of the file ``path`` it
+    writes, None under ``test=True``, which must leave ``path`` absent."""
+    ret = apply(modules, sls, pillar, test=testmode)
+    all_ok(ret, testmode)
+    if testmode:
+        assert not path.exists()
+        return ret, None
+    return ret, path.read_text()
+
+
 def test_piped_config_passes_apache_t(modules, tmp_path, mongo_server, testmode, apache_factory):
     pillar, root = acl_pillar(tmp_path, mongo_server.uri)
-    ret = apply(modules, "accesslog.piped", pillar, test=testmode)
-    all_ok(ret, testmode)
     conf = root / "apache2/conf-enabled/webfarm-accesslog.conf"
+    ret, text = apply_file(modules, "accesslog.piped", pillar, testmode, conf)
     if testmode:
-        assert not conf.exists()
         assert any(v["result"] is None for v in ret.values())
         return
-    text = conf.read_text()
     assert f'GlobalLog "||{sys.executable} {root}/bin/webfarm_shipper.py --config' in text
     assert text.rstrip().endswith(" combined")
     config = json.loads((root / "etc/webfarm/accesslog-shipper.json").read_text())
@@ -110,13 +118,10 @@ def test_syslog_ng_config_passes_syntax_only(modules, tmp_path, testmode, log_ho
     pillar, root = acl_pillar(
         tmp_path, "mongodb://127.0.0.1:1/", mode="syslog_ng", log_host=log_host
     )
-    ret = apply(modules, "accesslog.syslog_ng", pillar, test=testmode)
-    all_ok(ret, testmode)
     conf = root / "syslog-ng/conf.d/webfarm-accesslog.conf"
+    _, text = apply_file(modules, "accesslog.syslog_ng", pillar, testmode, conf)
     if testmode:
-        assert not conf.exists()
         return
-    text = conf.read_text()
     if log_host:
         assert "program(" in text and "--source-from-line" in text
         assert (root / "bin/webfarm_shipper.py").exists()
@@ -134,13 +139,11 @@ def test_batch_writes_a_cron_entry_that_runs(modules, tmp_path, testmode):
     pillar, root = acl_pillar(
         tmp_path, "mongodb://127.0.0.1:1/", mode="batch", batch={"files": ["/x/a.log.1"]}
     )
-    ret = apply(modules, "accesslog.batch", pillar, test=testmode)
-    all_ok(ret, testmode)
     cron = root / "cron.d/webfarm-accesslog-batch"
+    _, text = apply_file(modules, "accesslog.batch", pillar, testmode, cron)
     if testmode:
-        assert not cron.exists()
         return
-    line = cron.read_text().splitlines()[-1]
+    line = text.splitlines()[-1]
     assert line.startswith("47 6 * * * root ")
     assert "--imported-journal" in line and line.endswith("--file /x/a.log.1")
     # The command is a real shipper invocation: --help parses with the same arguments.

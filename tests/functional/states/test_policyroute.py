@@ -10,19 +10,13 @@ import os
 import pytest
 
 from lab.netns import ip
-from tests.support.netns import seed_pillar
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def pillar(policyroute_lab):
-    return seed_pillar(policyroute_lab)
-
-
-@pytest.fixture
-def loaders_pillar(pillar):
-    return {"policyroute": pillar}
+def loaders_pillar(policyroute_pillar):
+    return {"policyroute": policyroute_pillar}
 
 
 def test_managed_whole_pillar(states, modules, policyroute_lab, testmode):
@@ -54,11 +48,11 @@ def test_managed_one_table_leaves_the_rest(states, policyroute_lab, testmode):
     assert ("lookup uplink1" in rules) is not testmode
 
 
-def test_managed_bad_input_is_a_failed_state(states, pillar, policyroute_lab, testmode):
+def test_managed_bad_input_is_a_failed_state(states, policyroute_pillar, policyroute_lab, testmode):
     before = policyroute_lab.snapshot()
-    tables = {"bad": {**pillar["tables"]["uplink1"], "id": 254}}
+    tables = {"bad": {**policyroute_pillar["tables"]["uplink1"], "id": 254}}
     ret = states.policyroute.managed(
-        name="bad", tables=tables, netns=pillar["netns"], test=testmode
+        name="bad", tables=tables, netns=policyroute_pillar["netns"], test=testmode
     )
     assert ret.result is False
     assert "reserved (main)" in ret.comment
@@ -84,10 +78,12 @@ def test_absent_removes_a_table(states, modules, policyroute_lab, testmode):
     assert again.result is True and again.changes == {}
 
 
-def test_routing_sls_applies_and_persists(modules, pillar, policyroute_lab, tmp_path, testmode):
+def test_routing_sls_applies_and_persists(
+    modules, policyroute_pillar, policyroute_lab, tmp_path, testmode
+):
     sls_pillar = {
         "policyroute": {
-            **pillar,
+            **policyroute_pillar,
             "persist_dir": str(tmp_path / "webfarm"),
             "systemd_dir": str(tmp_path / "systemd"),
         }
@@ -115,12 +111,12 @@ NETWORKD = "/lib/systemd/systemd-networkd"
 
 @pytest.mark.parametrize("networkd", [True, False, "auto"])
 def test_routing_sls_networkd_drop_in(
-    modules, pillar, policyroute_lab, tmp_path, testmode, networkd
+    modules, policyroute_pillar, policyroute_lab, tmp_path, testmode, networkd
 ):
     conf_dir = tmp_path / "networkd.conf.d"
     sls_pillar = {
         "policyroute": {
-            **pillar,
+            **policyroute_pillar,
             "persist_dir": str(tmp_path / "webfarm"),
             "systemd_dir": str(tmp_path / "systemd"),
             "networkd": networkd,
@@ -157,13 +153,13 @@ def test_routing_sls_networkd_drop_in(
     assert all(not e["changes"] for e in again.raw.values()), again.raw
 
 
-def test_boot_unit_command_restores_routing(modules, pillar, policyroute_lab, tmp_path):
+def test_boot_unit_command_restores_routing(modules, policyroute_pillar, policyroute_lab, tmp_path):
     """What the unit runs at boot (apply from the saved file, no pillar) restores everything."""
     saved = tmp_path / "policyroute.json"
-    saved.write_text(json.dumps(pillar))
+    saved.write_text(json.dumps(policyroute_pillar))
     modules.policyroute.apply()
     applied = policyroute_lab.snapshot()
-    modules.policyroute.apply(tables={}, default={}, netns=pillar["netns"])
+    modules.policyroute.apply(tables={}, default={}, netns=policyroute_pillar["netns"])
     assert "lookup uplink1" not in ip(policyroute_lab.web, "rule").stdout
     modules.policyroute.apply(config_file=str(saved))
     assert policyroute_lab.snapshot() == applied
