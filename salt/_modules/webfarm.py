@@ -24,7 +24,6 @@ import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import webfarm_accesslog
-import webfarm_haproxy
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +31,10 @@ __virtualname__ = "webfarm"
 
 # The capabilities with a salt/states/<capability>/defaults.yaml (tests/unit/test_defaults.py
 # holds this tuple to the files).
-CAPABILITIES = ("mysqlsnap",)
+CAPABILITIES = ("haproxy", "mysqlsnap")
 
 _DEFAULTS = {
     "accesslog": webfarm_accesslog.DEFAULTS,  # the store: accesslog:store
-    "haproxy": webfarm_haproxy.DEFAULTS,
 }
 
 
