@@ -13,7 +13,6 @@ the gate ``orch.cluster`` puts between the farm members and their LBs (Salt's ow
 ``http.wait_for_successful_query`` returns success even after its wait ran out).
 """
 
-import copy
 import logging
 import os
 import time
@@ -23,19 +22,13 @@ import urllib.request
 import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-import webfarm_accesslog
-
 log = logging.getLogger(__name__)
 
 __virtualname__ = "webfarm"
 
 # The capabilities with a salt/states/<capability>/defaults.yaml (tests/unit/test_defaults.py
 # holds this tuple to the files).
-CAPABILITIES = ("haproxy", "mysqlsnap")
-
-_DEFAULTS = {
-    "accesslog": webfarm_accesslog.DEFAULTS,  # the store: accesslog:store
-}
+CAPABILITIES = ("accesslog", "haproxy", "mysqlsnap")
 
 
 def __virtual__():
@@ -58,11 +51,10 @@ def defaults(capability, saltenv=None):
 
         salt 'db*' webfarm.defaults mysqlsnap
     """
-    known = sorted((*CAPABILITIES, *_DEFAULTS))
-    if capability not in known:
-        raise SaltInvocationError(f"no defaults for {capability!r}: one of {', '.join(known)}")
-    if capability in _DEFAULTS:
-        return copy.deepcopy(_DEFAULTS[capability])
+    if capability not in CAPABILITIES:
+        raise SaltInvocationError(
+            f"no defaults for {capability!r}: one of {', '.join(sorted(CAPABILITIES))}"
+        )
     saltenv = saltenv or __opts__.get("saltenv") or "base"
     source = f"salt://{capability}/defaults.yaml"
     try:

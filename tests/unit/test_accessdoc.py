@@ -11,6 +11,7 @@ from pathlib import Path
 
 import webfarm_accessdoc as schema
 import webfarm_accesslog as acl
+from lab import defaults
 from lab.modload import load_file
 
 SHIPPER = Path(__file__).resolve().parents[2] / "salt/states/accesslog/files/webfarm_shipper.py"
@@ -129,7 +130,7 @@ def test_every_field_the_store_uses_is_in_the_schema():
         acl.status_pipeline(**since),
     ]
     queried = set().union(*map(_referenced, pipelines))
-    indexes = acl.wanted_indexes(acl.store_settings())
+    indexes = acl.wanted_indexes(acl.store_settings(defaults.load("accesslog")["store"]))
     indexed = {key for keys, _ in indexes["access"].values() for key, _ in keys}
     assert queried | indexed | set(acl.SHARD_KEY) <= set(schema.ACCESS) | {schema.ID}
     assert queried == {schema.IP, schema.PATH, schema.STATUS, schema.TIME}  # the walk sees them

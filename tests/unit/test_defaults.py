@@ -17,8 +17,8 @@ YAMLS = sorted(STATES.glob("*/defaults.yaml"))
 CAPS = [path.parent.name for path in YAMLS]
 IMPORT = "import_yaml tpldir ~ '/defaults.yaml' as defaults"
 # Not moved yet (issue 15 moves them one capability at a time).
-NOT_MOVED_YET = {"webfarm_accesslog.py"}
-TEMPLATES_NOT_MOVED_YET = {"accesslog/map.jinja", "nagios/map.jinja"}
+NOT_MOVED_YET = set()
+TEMPLATES_NOT_MOVED_YET = {"nagios/map.jinja"}
 TEMPLATES = sorted(STATES.glob("**/*.jinja")) + sorted(STATES.glob("**/*.sls"))
 
 
