@@ -28,7 +28,7 @@ __virtualname__ = "webfarm"
 
 # The capabilities with a salt/states/<capability>/defaults.yaml (tests/unit/test_defaults.py
 # holds this tuple to the files).
-CAPABILITIES = ("accesslog", "haproxy", "mysqlsnap")
+CAPABILITIES = ("accesslog", "haproxy", "mysqlsnap", "nagios")
 
 
 def __virtual__():

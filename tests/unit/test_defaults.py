@@ -16,9 +16,6 @@ STATES = REPO / "salt" / "states"
 YAMLS = sorted(STATES.glob("*/defaults.yaml"))
 CAPS = [path.parent.name for path in YAMLS]
 IMPORT = "import_yaml tpldir ~ '/defaults.yaml' as defaults"
-# Not moved yet (issue 15 moves them one capability at a time).
-NOT_MOVED_YET = set()
-TEMPLATES_NOT_MOVED_YET = {"nagios/map.jinja"}
 TEMPLATES = sorted(STATES.glob("**/*.jinja")) + sorted(STATES.glob("**/*.sls"))
 
 
@@ -46,9 +43,6 @@ def test_each_defaults_yaml_parses_says_what_it_is_and_map_jinja_imports_it(path
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: str(p.relative_to(STATES)))
 def test_no_template_writes_a_defaults_dict_or_asks_the_module(path):
     text = path.read_text()
-    if str(path.relative_to(STATES)) in TEMPLATES_NOT_MOVED_YET:
-        assert "set defaults = {" in text, "moved: drop it from TEMPLATES_NOT_MOVED_YET"
-        return
     assert not re.search(r"set\s+defaults\s*=\s*\{", text), "defaults go in defaults.yaml"
     assert "webfarm.defaults" not in text, f"import_yaml the defaults.yaml ({IMPORT})"
 
@@ -64,7 +58,4 @@ def test_no_util_holds_a_defaults_dict(path):
         for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
         if isinstance(target, ast.Name) and target.id.endswith("DEFAULTS")
     }
-    if path.name in NOT_MOVED_YET:
-        assert names, f"{path.name} moved: drop it from NOT_MOVED_YET"
-    else:
-        assert not names, "defaults go in salt/states/<cap>/defaults.yaml"
+    assert not names, "defaults go in salt/states/<cap>/defaults.yaml"

@@ -18,7 +18,7 @@ def test_defaults_are_the_yaml_and_a_copy(modules):
     assert snap == defaults.load("mysqlsnap") and snap["schedule"]["max_age"] == "24h"
     snap["schedule"]["max_age"] = "1h"
     assert modules.webfarm.defaults("mysqlsnap")["schedule"]["max_age"] == "24h"
-    for capability in ("accesslog", "haproxy", "mysqlsnap"):
+    for capability in ("accesslog", "haproxy", "mysqlsnap", "nagios"):
         assert modules.webfarm.defaults(capability) == defaults.load(capability)
 
 
