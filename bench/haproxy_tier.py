@@ -37,7 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 import webfarm_haproxy as wh  # noqa: E402
+from lab import defaults  # noqa: E402
 from lab.modload import load_file  # noqa: E402
+
+SYSCTL_DEFAULTS = defaults.load("haproxy")["sysctl"]
 from lab.net import free_port  # noqa: E402
 
 RUNS = 3
@@ -82,7 +85,7 @@ def settings(tier, directory, **extra):
         },
         **extra,
     }
-    return wh.tier_settings(pillar, tier)
+    return wh.tier_settings(pillar, tier, defaults.load("haproxy"))
 
 
 def haproxy_check(path):
@@ -254,7 +257,7 @@ def bench_runtime(directory):
             ("site", [("127.0.0.1", site_port)]),
             ("primary", [("127.0.0.1", primary_port)]),
         ):
-            tier_settings = wh.tier_settings(haproxy, tier)
+            tier_settings = wh.tier_settings(haproxy, tier, defaults.load("haproxy"))
             Path(tier_settings["config"]).write_text(
                 wh.render(clean, tier_settings, site="s1" if tier == "site" else None, binds=binds)
             )
@@ -478,13 +481,13 @@ def bench_vrrp(directory):
               f" primary tier +{per['both'] - per['one']:.0f} us")  # fmt: skip
 
         primary = ("pa", "pb")
-        keys = [k for k in wh.SYSCTL_DEFAULTS if not k.startswith("fs.")]
+        keys = [k for k in SYSCTL_DEFAULTS if not k.startswith("fs.")]
         present = {}
         for key in keys:
             proc = lab.lbs["pa"].exec("sysctl", "-n", key, check=False)
             if proc.returncode == 0:
                 present[key] = " ".join(proc.stdout.split())
-        tuned = {k: wh.SYSCTL_DEFAULTS[k] for k in present if k != "net.netfilter.nf_conntrack_max"}
+        tuned = {k: SYSCTL_DEFAULTS[k] for k in present if k != "net.netfilter.nf_conntrack_max"}
         # The third arm shows the flood does hurt a listener without its defences: SYN
         # cookies off and the SYN/accept queues at 128 (Debian keeps cookies on, so its
         # defaults alone do not show what the flood would do). Without cookies Linux still

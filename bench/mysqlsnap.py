@@ -33,6 +33,7 @@ import pymysql  # noqa: E402
 
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 import webfarm_mysqlsnap as logic  # noqa: E402
+from lab import defaults  # noqa: E402
 from lab.loops import Loops  # noqa: E402
 from lab.mariadb import BACKUP_PASSWORD, Writer, can_run_lab, start_lab, wait_caught_up  # noqa: E402
 from lab.modload import load_file  # noqa: E402
@@ -201,7 +202,9 @@ def main():
         print(f"lab up, {rows} rows seeded and replicated in {time.perf_counter() - t0:.1f}s")
         dest = lab.base / "backups"
         dest.mkdir()
-        settings = logic.merge_settings(lab.settings(dest, keep=1, lock_timeout=5))
+        settings = logic.merge_settings(
+            defaults.load("mysqlsnap"), lab.settings(dest, keep=1, lock_timeout=5)
+        )
         conn = settings["connection"]
 
         def connect():

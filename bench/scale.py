@@ -59,6 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import lab as _lab  # noqa: E402, F401 - salt/_utils on sys.path too (lab/__init__.py)
 from demo import cluster  # noqa: E402
+from lab import defaults  # noqa: E402
 from lab.nagios import server_paths  # noqa: E402
 from lab.net import free_port  # noqa: E402
 from lab.pillar_tree import PillarOverrides  # noqa: E402
@@ -178,12 +179,19 @@ def haproxy_check(topology, workdir):
     valid = wh.validate_topology(topology)
     started = time.perf_counter()
     configs = {
-        "primary": wh.render(valid, wh.tier_settings(None, "primary"), binds=[("10.0.0.10", 80)])
+        "primary": wh.render(
+            valid,
+            wh.tier_settings(None, "primary", defaults.load("haproxy")),
+            binds=[("10.0.0.10", 80)],
+        )
     }
     for site, data in valid["sites"].items():
         lb = data["lbs"][0]
         configs[site] = wh.render(
-            valid, wh.tier_settings(None, "site"), site=site, binds=[(lb["address"], lb["port"])]
+            valid,
+            wh.tier_settings(None, "site", defaults.load("haproxy")),
+            site=site,
+            binds=[(lb["address"], lb["port"])],
         )
     render_s = time.perf_counter() - started
     started = time.perf_counter()

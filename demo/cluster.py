@@ -118,7 +118,10 @@ def _render(path, context):
 
     opts = salt.config.DEFAULT_MINION_OPTS.copy()
     opts.update({"file_client": "local", "file_roots": {"base": [str(STATES)]}})
-    full = {"opts": opts, "saltenv": None, **context}
+    # tpldir as Salt's state system gives it (the template's folder in the state tree):
+    # map.jinja imports its defaults.yaml by it.
+    tpldir = Path(path).parent.relative_to(STATES).as_posix()
+    full = {"opts": opts, "saltenv": None, "tpldir": tpldir, **context}
     # No saltenv: Salt's renderer loads imports with a FileSystemLoader on the template's
     # directory, so hand it a path directly under the state tree.
     text = Path(path).read_text()

@@ -19,6 +19,7 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import webfarm_haproxy
+from lab import defaults
 from lab.loops import Loops
 from lab.net import free_port
 from lab.proc import stop_process, wait_for
@@ -246,12 +247,16 @@ class Lab:
         clean = webfarm_haproxy.validate_topology(self.topology)
         for s_index, site in enumerate(SITES, 1):
             pillar = self.pillar("site", site)
-            settings = webfarm_haproxy.tier_settings(pillar["haproxy"], "site")
+            settings = webfarm_haproxy.tier_settings(
+                pillar["haproxy"], "site", defaults.load("haproxy")
+            )
             binds = [(f"127.0.{s_index}.1", self.site_ports[site])]
             text = webfarm_haproxy.render(clean, settings, site=site, binds=binds)
             self.instances[site] = Instance("site", settings, site).start(text)
         pillar = self.pillar("primary")
-        settings = webfarm_haproxy.tier_settings(pillar["haproxy"], "primary")
+        settings = webfarm_haproxy.tier_settings(
+            pillar["haproxy"], "primary", defaults.load("haproxy")
+        )
         text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
         self.instances["primary"] = Instance("primary", settings).start(text)
         for name, instance in self.instances.items():

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import webfarm_haproxy
+from lab import defaults
 from lab.loops import Loops
 from lab.proc import children, stop_process, wait_for
 
@@ -169,8 +170,9 @@ class LB(Host):
         self.tier, self.site, self.address = LBS[name]
         self.id = f"lb-{name}"
         self.pillar = lb_pillar(lab.base_dir, name, **lab.haproxy_extra)
-        self.settings = webfarm_haproxy.tier_settings(self.pillar["haproxy"], self.tier)
-        self.vrrp = webfarm_haproxy.vrrp_settings(self.pillar["haproxy"])
+        haproxy = defaults.load("haproxy")
+        self.settings = webfarm_haproxy.tier_settings(self.pillar["haproxy"], self.tier, haproxy)
+        self.vrrp = webfarm_haproxy.vrrp_settings(self.pillar["haproxy"], haproxy)
         self.clean = webfarm_haproxy.validate_topology(self.pillar["webfarm"]["topology"])
         self.haproxy = None
         self.keepalived = None

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import webfarm_haproxy
+from lab import defaults
 from lab.haproxy_lab import Instance, haproxy_pillar
 from lab.httpapp import Traffic
 from lab.loops import Loops
@@ -366,13 +367,15 @@ class FarmLab:
             lb = data["lbs"][0]
             pillar = haproxy_pillar(haproxy_dir, "site", site, f"{lb['address']}:{lb['port']}")
             pillar["site"]["name"] = site
-            settings = webfarm_haproxy.tier_settings(pillar, "site")
+            settings = webfarm_haproxy.tier_settings(pillar, "site", defaults.load("haproxy"))
             binds = [(lb["address"], lb["port"])]
             text = webfarm_haproxy.render(clean, settings, site=site, binds=binds)
             self.instances[site] = Instance("site", settings, site).start(text)
         bind = f"127.0.0.1:{self.primary_port}"
         settings = webfarm_haproxy.tier_settings(
-            haproxy_pillar(haproxy_dir, "primary", "primary", bind), "primary"
+            haproxy_pillar(haproxy_dir, "primary", "primary", bind),
+            "primary",
+            defaults.load("haproxy"),
         )
         text = webfarm_haproxy.render(clean, settings, binds=[("127.0.0.1", self.primary_port)])
         self.instances["primary"] = Instance("primary", settings).start(text)

@@ -82,7 +82,7 @@ haproxy:
     pidfile: /run/keepalived/keepalived.pid
     vrrp_pidfile: /run/keepalived/vrrp.pid
     install_package: true    # pkg keepalived + curl
-  # haproxy.sysctl: every default and why in salt/_utils/webfarm_haproxy.py SYSCTL_DEFAULTS;
+  # haproxy.sysctl: every default and why in salt/states/haproxy/defaults.yaml (sysctl);
   # override a key here, or null to leave it alone. Ceilings are never lowered.
   sysctl: {}
   sysctl_persist: /etc/sysctl.d/60-webfarm-haproxy.conf

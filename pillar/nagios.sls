@@ -1,5 +1,5 @@
 # Nagios over SSH (salt/states/nagios/): agentless checks with check_by_ssh + ControlPersist.
-# Example pillar; every key has a default in salt/states/nagios/map.jinja.
+# Example pillar; every key has a default in salt/states/nagios/defaults.yaml.
 #
 # Trust from the master (docs/trust.md): the monitors, their source addresses and keys come
 # from pillar (nagios:monitors, or the `monitor` entry of webfarm:topology); nagios/server

@@ -49,7 +49,9 @@ def __virtual__():
 def _settings(**overrides):
     try:
         return webfarm_accesslog.store_settings(
-            (__pillar__.get("accesslog") or {}).get("store"), **overrides
+            __salt__["webfarm.defaults"]("accesslog")["store"],
+            (__pillar__.get("accesslog") or {}).get("store"),
+            **overrides,
         )
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None

@@ -50,9 +50,14 @@ def __virtual__():
 # --------------------------------------------------------------------------- settings
 
 
+def _defaults():
+    """salt/states/haproxy/defaults.yaml, through webfarm.defaults."""
+    return __salt__["webfarm.defaults"]("haproxy")
+
+
 def _settings(tier):
     try:
-        return webfarm_haproxy.tier_settings(__pillar__.get("haproxy"), tier)
+        return webfarm_haproxy.tier_settings(__pillar__.get("haproxy"), tier, _defaults())
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
 
@@ -699,7 +704,7 @@ def set_weight(weight, farm=None, server=None, site=None, tier=None, socket=None
 
 def _vrrp():
     try:
-        return webfarm_haproxy.vrrp_settings(__pillar__.get("haproxy"))
+        return webfarm_haproxy.vrrp_settings(__pillar__.get("haproxy"), _defaults())
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
 
@@ -894,7 +899,7 @@ def vrrp_apply(start_if_stopped=True):
 
 def _sysctl_wanted():
     try:
-        return webfarm_haproxy.sysctl_wanted(__pillar__.get("haproxy"))
+        return webfarm_haproxy.sysctl_wanted(__pillar__.get("haproxy"), _defaults())
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
 

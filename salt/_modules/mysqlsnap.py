@@ -83,10 +83,15 @@ def _fire(action, outcome, data):
     webfarm_events.fire(__salt__, "mysqlsnap", action, outcome, data)
 
 
+def _defaults():
+    """salt/states/mysqlsnap/defaults.yaml, through webfarm.defaults."""
+    return __salt__["webfarm.defaults"]("mysqlsnap")
+
+
 def _settings(overrides):
     pillar = __pillar__.get("mysqlsnap", {}) or {}
     try:
-        return logic.merge_settings(pillar, overrides)
+        return logic.merge_settings(_defaults(), pillar, overrides)
     except logic.SettingsError as exc:
         raise SaltInvocationError(f"mysqlsnap settings: {exc}") from None
 
@@ -661,7 +666,10 @@ def newest(max_age=None, destination=None):
     """
     if max_age is None:
         schedule = (__pillar__.get("mysqlsnap", {}) or {}).get("schedule") or {}
-        max_age = schedule.get("max_age", logic.DEFAULTS["schedule"]["max_age"])
+        if "max_age" in schedule:
+            max_age = schedule["max_age"]
+        else:
+            max_age = _defaults()["schedule"]["max_age"]
     try:
         limit = logic.parse_duration(max_age)
     except logic.SettingsError as exc:
@@ -681,7 +689,8 @@ def prune(keep=None, destination=None):
     """
     destination = _destination(destination)
     if keep is None:
-        keep = (__pillar__.get("mysqlsnap", {}) or {}).get("keep", logic.DEFAULTS["keep"])
+        pillar = __pillar__.get("mysqlsnap", {}) or {}
+        keep = pillar["keep"] if "keep" in pillar else _defaults()["keep"]
     try:
         doomed = logic.plan_prune(_backups(destination), keep)
     except (logic.SettingsError, TypeError, ValueError) as exc:

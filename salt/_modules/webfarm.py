@@ -1,46 +1,49 @@
 """
 webfarm: what every capability shares on a minion.
 
-``webfarm.defaults <capability>`` is the one source of a capability's defaults: the
-``DEFAULTS`` of its pure module (``salt/_utils/webfarm_<capability>.py``), which the
-execution module applies in Python and the SLS files merge under the pillar
-(``salt['webfarm.defaults']('mysqlsnap')``), so a default is written once. No dependency:
-it answers on a minion whose capability module is not loadable (no pymongo, no PyMySQL),
-so a state that needs that module can still render and fail with its own clear comment.
+``webfarm.defaults <capability>`` is a capability's defaults on a minion: its
+``salt://<capability>/defaults.yaml`` (``salt/states/<capability>/defaults.yaml``), the file
+its ``map.jinja``/SLS import with ``import_yaml``, so a default is written once; the
+execution module passes it to the pure functions of ``salt/_utils/webfarm_<capability>.py``.
+No dependency beyond Salt and PyYAML: it answers on a minion whose capability module is not
+loadable (no pymongo, no PyMySQL).
 
 ``webfarm.wait_http <url>`` waits until a URL answers, and fails when it does not in time:
 the gate ``orch.cluster`` puts between the farm members and their LBs (Salt's own
 ``http.wait_for_successful_query`` returns success even after its wait ran out).
 """
 
-import copy
+import logging
+import os
 import time
 import urllib.error
 import urllib.request
 
+import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-import webfarm_accesslog
-import webfarm_haproxy
-import webfarm_mysqlsnap
+log = logging.getLogger(__name__)
 
 __virtualname__ = "webfarm"
 
-_DEFAULTS = {
-    "accesslog": webfarm_accesslog.DEFAULTS,  # the store: accesslog:store
-    "haproxy": webfarm_haproxy.DEFAULTS,
-    "mysqlsnap": webfarm_mysqlsnap.DEFAULTS,
-}
+# The capabilities with a salt/states/<capability>/defaults.yaml (tests/unit/test_defaults.py
+# holds this tuple to the files).
+CAPABILITIES = ("accesslog", "haproxy", "mysqlsnap", "nagios")
 
 
 def __virtual__():
     return __virtualname__
 
 
-def defaults(capability):
+def defaults(capability, saltenv=None):
     """
-    The defaults of ``capability`` (a copy): ``accesslog`` (its ``store`` settings),
-    ``haproxy`` or ``mysqlsnap``.
+    The defaults of ``capability`` (a fresh copy): ``salt://<capability>/defaults.yaml``
+    parsed, fetched with ``cp.cache_file``; when the fileserver cannot give it (master
+    unreachable), the copy a previous call left in the minion's cachedir
+    (``<cachedir>/files/<saltenv>/<capability>/defaults.yaml``).
+
+    saltenv
+        The fileserver environment (default: the minion's ``saltenv``, else ``base``).
 
     CLI Example:
 
@@ -48,11 +51,35 @@ def defaults(capability):
 
         salt 'db*' webfarm.defaults mysqlsnap
     """
-    if capability not in _DEFAULTS:
+    if capability not in CAPABILITIES:
         raise SaltInvocationError(
-            f"no defaults for {capability!r}: one of {', '.join(sorted(_DEFAULTS))}"
+            f"no defaults for {capability!r}: one of {', '.join(sorted(CAPABILITIES))}"
         )
-    return copy.deepcopy(_DEFAULTS[capability])
+    saltenv = saltenv or __opts__.get("saltenv") or "base"
+    source = f"salt://{capability}/defaults.yaml"
+    try:
+        path = __salt__["cp.cache_file"](source, saltenv)
+    except Exception as exc:  # no master: whatever the file client raised
+        log.warning("webfarm.defaults: cannot fetch %s (%s); trying the cached copy", source, exc)
+        path = None
+    if not path:
+        cached = os.path.join(__opts__["cachedir"], "files", saltenv, capability, "defaults.yaml")
+        if not os.path.isfile(cached):
+            raise CommandExecutionError(
+                f"no defaults for {capability!r}: the fileserver ({saltenv}) has no {source} "
+                f"or cannot be reached, and there is no cached copy at {cached}"
+            )
+        path = cached
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise CommandExecutionError(
+            f"cannot read the defaults of {capability!r} ({path}): {exc}"
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise CommandExecutionError(f"{source} ({path}) is not a mapping")
+    return loaded  # parsed on every call: a fresh copy the caller may change
 
 
 def wait_http(url, timeout=120, interval=1, status=200):

@@ -259,7 +259,8 @@ def vrrp_configured(name, start=True):
 def sysctl_tuned(name, netns=None, persist=None):
     """
     The LB host's connection-rate sysctls (pillar ``haproxy:sysctl`` over the documented
-    defaults in ``webfarm_haproxy.SYSCTL_DEFAULTS``) are set, and persisted to ``persist``.
+    defaults, ``sysctl`` in ``salt/states/haproxy/defaults.yaml``) are set, and persisted to
+    ``persist``.
 
     netns
         Apply inside this network namespace (tests, the demo).

@@ -18,15 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import webfarm_accessdoc as schema
 import webfarm_values
 
-DEFAULTS = {
-    "uri": "mongodb://127.0.0.1:27017/",
-    "database": "weblogs",
-    "collection": "access",
-    "dead_letter_collection": "access_deadletter",
-    "retention_days": 30,
-    "index_url": True,
-    "index_ip": True,
-}
+# The defaults are the ``store`` section of salt/states/accesslog/defaults.yaml
+# (webfarm.defaults accesslog on a minion): store_settings takes them as ``defaults``.
 
 SHARD_KEY = schema.SHARD_KEY
 TTL_INDEX = "time_ttl"
@@ -48,13 +41,14 @@ def positive_int(value, name, maximum=None):
     return webfarm_values.as_int(value, name, 1, maximum)
 
 
-def store_settings(pillar_value=None, **overrides):
-    """Validated store settings: pillar ``accesslog:store`` over the defaults, then overrides."""
-    settings = dict(DEFAULTS)
+def store_settings(defaults, pillar_value=None, **overrides):
+    """Validated store settings: pillar ``accesslog:store`` over ``defaults`` (the ``store``
+    section of salt/states/accesslog/defaults.yaml), then overrides."""
+    settings = dict(defaults)
     pillar_value = pillar_value or {}
     if not isinstance(pillar_value, dict):
         raise ValueError("pillar accesslog:store must be a mapping")
-    unknown = set(pillar_value) - set(DEFAULTS)
+    unknown = set(pillar_value) - set(defaults)
     if unknown:
         raise ValueError(f"unknown keys in accesslog:store: {', '.join(sorted(unknown))}")
     settings.update(pillar_value)

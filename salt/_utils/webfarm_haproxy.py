@@ -50,53 +50,10 @@ ADMF_HMAINT = 0x40
 ADMF_MAINT = ADMF_FMAINT | ADMF_IMAINT | ADMF_CMAINT | ADMF_RMAINT | ADMF_HMAINT
 ADMF_DRAIN = ADMF_FDRAIN | ADMF_IDRAIN
 
-DEFAULTS = {
-    "binary": "haproxy",
-    "user": "haproxy",
-    "group": "haproxy",
-    "maxconn": 4096,
-    "nbthread": None,
-    # Per-frontend connection limit and listen backlog (None: the global maxconn / HAProxy's
-    # own default, which is the frontend's maxconn; the kernel caps it at net.core.somaxconn).
-    "frontend_maxconn": None,
-    "backlog": None,
-    # Global tune.* settings, e.g. {"bufsize": 16384, "maxaccept": 64}; rendered as is.
-    "tune": {},
-    "log": "/dev/log",
-    "log_facility": "local0",
-    "retries": 3,
-    "postonly": False,
-    # vip_fall: failed checks before a site's VIP counts as DOWN on the primary tier; with
-    # inter 2s, 5 is 10 s, well beyond a VRRP failover (~2 s for a dead host with VRRPv3).
-    "check": {"path": "/", "inter": "2s", "fall": 3, "rise": 2, "vip_fall": 5},
-    "timeouts": {
-        "connect": "5s",
-        "client": "30s",
-        "server": "30s",
-        "http-request": "10s",
-        "http-keep-alive": "10s",
-        "queue": "30s",
-        "check": "5s",
-    },
-    "monitor_uri": "/haproxy-health",
-    "primary": {
-        "config": "/etc/haproxy/primary.cfg",
-        "pidfile": "/run/haproxy/primary.pid",
-        "socket": "/run/haproxy/primary.sock",
-        "state_file": "/var/lib/haproxy/primary.state",
-        "cookie": "SITEID",
-        "bind": None,
-    },
-    "site": {
-        "config": "/etc/haproxy/site.cfg",
-        "pidfile": "/run/haproxy/site.pid",
-        "socket": "/run/haproxy/site.sock",
-        "state_file": "/var/lib/haproxy/site.state",
-        "cookie": "FARMID",
-        "bind": None,
-        "name": None,
-    },
-}
+# The defaults are salt/states/haproxy/defaults.yaml (webfarm.defaults haproxy on a minion),
+# shaped as pillar haproxy: the tier settings at the top, ``vrrp`` and ``sysctl`` sections.
+# The functions that need them take them as ``defaults``.
+SECTIONS = ("vrrp", "sysctl")
 
 
 class TopologyError(ValueError):
@@ -419,13 +376,15 @@ def _merge(base, override):
     return out
 
 
-def tier_settings(pillar_haproxy, tier):
-    """Merge pillar ``haproxy`` over :data:`DEFAULTS`; return the flat settings of ``tier``."""
+def tier_settings(pillar_haproxy, tier, defaults):
+    """Merge pillar ``haproxy`` over ``defaults`` (salt/states/haproxy/defaults.yaml, less its
+    ``vrrp`` and ``sysctl`` sections); return the flat settings of ``tier``."""
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
     if pillar_haproxy is not None and not isinstance(pillar_haproxy, dict):
         raise ValueError("pillar haproxy must be a mapping")
-    merged = _merge(DEFAULTS, pillar_haproxy or {})
+    base = {k: v for k, v in defaults.items() if k not in SECTIONS}
+    merged = _merge(base, pillar_haproxy or {})
     settings = {k: v for k, v in merged.items() if k not in TIERS}
     settings.update(merged[tier])
     settings["tier"] = tier
@@ -750,49 +709,19 @@ def parse_show_info(text):
 
 # --------------------------------------------------------------------------- VRRP (keepalived)
 
-VRRP_DEFAULTS = {
-    "binary": "keepalived",
-    "config": "/etc/keepalived/keepalived.conf",
-    "pidfile": "/run/keepalived/keepalived.pid",
-    "vrrp_pidfile": "/run/keepalived/vrrp.pid",
-    # Network namespace keepalived runs in (tests and the demo); None: the host's.
-    "netns": None,
-    "interface": "eth0",
-    # VRRP version. 3 (RFC 5798) counts adverts in centiseconds, so a dead host's VIP moves
-    # in ~2 s (below); it has no authentication, so every instance accepts adverts only
-    # from the tier's other LBs named by the master's topology (unicast_peer +
-    # check_unicast_src). 2 (RFC 3768) only when pillar asks: whole-second adverts (~4 s for
-    # a dead host) but keepalived's PASS authentication (auth_pass, required then).
-    "version": 3,
-    # Seconds between adverts (VRRPv3: 0.01-40.95, VRRPv2: a whole 1-255). The backup takes
-    # over after 3 adverts + a skew of (256 - priority) / 256 adverts of silence: 0.5 gives
-    # ~1.7 s for a dead host; a dead HAProxy is faster (the master's check fails, it leaves
-    # MASTER and says so with a priority-0 advert at once).
-    "advert_int": 0.5,
-    # false: a recovered LB does not take the VIP back (one move per failure, not two).
-    "preempt": False,
-    # Minion id -> priority 1-254; default 150, 140, ... in the order of the tier's LB list.
-    "priorities": {},
-    # The VRRP password (PASS auth, at most 8 characters) of version 2 only: a secret, set it
-    # in pillar with version: 2. With version 3 it must be unset (an error, not ignored).
-    "auth_pass": None,
-    # The local HAProxy check: an HTTP request to this LB's own address (any answer counts,
-    # a 503 of the monitor URI too: the VIP must not leave a serving HAProxy).
-    "check": {"interval": 1, "timeout": 1, "fall": 2, "rise": 2},
-    "curl": "/usr/bin/curl",
-}
 
 MASK = "********"
 
 
-def vrrp_settings(pillar_haproxy):
-    """Pillar ``haproxy:vrrp`` over :data:`VRRP_DEFAULTS` (ValueError on a bad shape)."""
+def vrrp_settings(pillar_haproxy, defaults):
+    """Pillar ``haproxy:vrrp`` over ``defaults["vrrp"]`` (salt/states/haproxy/defaults.yaml;
+    ValueError on a bad shape)."""
     if pillar_haproxy is not None and not isinstance(pillar_haproxy, dict):
         raise ValueError("pillar haproxy must be a mapping")
     raw = (pillar_haproxy or {}).get("vrrp") or {}
     if not isinstance(raw, dict):
         raise ValueError("pillar haproxy:vrrp must be a mapping")
-    return _merge(VRRP_DEFAULTS, raw)
+    return _merge(defaults["vrrp"], raw)
 
 
 def vrrp_instances(topology, minion_id):
@@ -969,43 +898,9 @@ def parse_vrrp_state(text):
 
 # --------------------------------------------------------------------------- sysctl
 
-# Connection-rate tuning of an LB host (haproxy.sysctl). Every value with why; pillar
-# ``haproxy:sysctl`` overrides or adds keys (a null value leaves that key alone).
-SYSCTL_DEFAULTS = {
-    # Accept queue bound: HAProxy asks for a listen backlog of its frontend maxconn; the
-    # kernel caps it at somaxconn, so a burst of completed handshakes waits here instead of
-    # being dropped while the workers accept.
-    "net.core.somaxconn": "65535",
-    # Half-open (SYN_RECV) connections kept per listener before SYN cookies take over.
-    "net.ipv4.tcp_max_syn_backlog": "65535",
-    # Under a SYN flood the queue overflows; cookies answer the SYNs without keeping state,
-    # so legitimate clients still complete their handshake (1 = only when the queue is full).
-    "net.ipv4.tcp_syncookies": "1",
-    # A flood's half-open entries from spoofed sources never complete; retrying the SYN-ACK
-    # twice (~3 s) instead of 5 times (~31 s) frees their slots ten times sooner.
-    "net.ipv4.tcp_synack_retries": "2",
-    # Packets queued per CPU between the NIC and the stack: 500-1000 Mbit/s of 64-byte
-    # SYN/ACK/FIN is ~1-2 M packets/s, more than the default 1000 absorbs in a burst.
-    "net.core.netdev_max_backlog": "16384",
-    # Every client connection is also an LB -> backend connection from an ephemeral port.
-    "net.ipv4.ip_local_port_range": "1024 65535",
-    # Reuse TIME-WAIT sockets for new outgoing (LB -> backend) connections (safe with the
-    # TCP timestamps Linux sends), so closed connections do not exhaust the ports above.
-    "net.ipv4.tcp_tw_reuse": "1",
-    # FIN-WAIT-2 lasts 15 s instead of 60: orphaned closes release memory sooner.
-    "net.ipv4.tcp_fin_timeout": "15",
-    # The VIP can be bound on the VRRP backup before keepalived moves it there (HAProxy's
-    # VIP binds are `transparent` as well; this covers other listeners).
-    "net.ipv4.ip_nonlocal_bind": "1",
-    # File descriptors: HAProxy needs ~2 per connection (client + server side) and raises
-    # its own limit from maxconn at start; the kernel ceilings must allow it.
-    "fs.file-max": "2097152",
-    "fs.nr_open": "2097152",
-    # Conntrack: an LB needs no connection tracking. When nf_conntrack is loaded (a stateful
-    # firewall), size its table for the connection rate; when it is not, the key is absent
-    # and the state says "not present (conntrack not loaded: bypassed)".
-    "net.netfilter.nf_conntrack_max": "1048576",
-}
+# Connection-rate tuning of an LB host (haproxy.sysctl): the ``sysctl`` section of
+# salt/states/haproxy/defaults.yaml, every value with why; pillar ``haproxy:sysctl``
+# overrides or adds keys (a null value leaves that key alone).
 
 # Keys that may be missing on a host (module not loaded); missing ones are skipped, not errors.
 SYSCTL_OPTIONAL = ("net.netfilter.nf_conntrack_max",)
@@ -1032,14 +927,15 @@ def sysctl_satisfied(key, current, wanted):
 _SYSCTL_KEY = re.compile(r"^[a-z0-9_]+(\.[A-Za-z0-9_-]+)+$")
 
 
-def sysctl_wanted(pillar_haproxy):
-    """``{key: value}`` the LB host wants: :data:`SYSCTL_DEFAULTS` + pillar ``haproxy:sysctl``."""
+def sysctl_wanted(pillar_haproxy, defaults):
+    """``{key: value}`` the LB host wants: ``defaults["sysctl"]`` (salt/states/haproxy/
+    defaults.yaml) + pillar ``haproxy:sysctl``."""
     raw = ((pillar_haproxy or {}) if isinstance(pillar_haproxy, dict) else {}).get("sysctl")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ValueError("pillar haproxy:sysctl must map sysctl keys to values")
-    wanted = dict(SYSCTL_DEFAULTS)
+    wanted = dict(defaults["sysctl"])
     for key, value in raw.items():
         if not isinstance(key, str) or not _SYSCTL_KEY.match(key):
             raise ValueError(f"bad sysctl key {key!r}")

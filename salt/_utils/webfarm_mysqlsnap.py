@@ -26,40 +26,8 @@ BACKENDS = ("btrfs", "lvm")
 FREEZE_MODES = ("auto", "none")
 CONNECTION_KEYS = ("host", "port", "unix_socket", "user", "password", "defaults_file")
 
-DEFAULTS = {
-    "connection": {
-        "host": None,
-        "port": 3306,
-        "unix_socket": None,
-        "user": None,
-        "password": None,
-        "defaults_file": None,
-        "connect_timeout": 10,
-    },
-    "datadir": "/var/lib/mysql",
-    "backend": "btrfs",
-    "btrfs": {"subvolume": None, "snapshot_dir": None},
-    "lvm": {
-        "vg": None,
-        "lv": None,
-        "snapshot_size": "10G",
-        "mount_point": "/mnt/mysqlsnap",
-        "fstype": "xfs",
-        "origin_mount": None,
-    },
-    "freeze": "auto",
-    "destination": None,
-    "keep": 7,
-    "lock_timeout": 10,
-    "require_replica": True,
-    "verify": False,
-    "row_counts": True,
-    "lock_file": "/run/mysqlsnap.lock",
-    "copy_timeout": 6 * 3600,
-    "verify_timeout": 300,
-    # The mysqlsnap/schedule SLS's schedule; max_age is also mysqlsnap.newest's default.
-    "schedule": {"hours": 1, "splay": 600, "offline": False, "max_age": "24h"},
-}
+# The defaults are salt/states/mysqlsnap/defaults.yaml (webfarm.defaults mysqlsnap on a
+# minion): the functions that need them take them as ``defaults``.
 
 
 class SettingsError(ValueError):
@@ -98,8 +66,9 @@ def _unknown(given, allowed, where):
         raise SettingsError(f"unknown {where} setting(s): {', '.join(bad)}")
 
 
-def merge_settings(pillar=None, overrides=None):
-    """Defaults <- pillar ``mysqlsnap`` <- keyword overrides, validated.
+def merge_settings(defaults, pillar=None, overrides=None):
+    """``defaults`` (salt/states/mysqlsnap/defaults.yaml) <- pillar ``mysqlsnap`` <- keyword
+    overrides, validated.
 
     Flat connection keys (``host=``, ``user=`` ...) in ``overrides`` go into ``connection``.
     Raises :class:`SettingsError` naming the bad key.
@@ -110,12 +79,12 @@ def merge_settings(pillar=None, overrides=None):
     if conn_flat:
         overrides["connection"] = {**(overrides.get("connection") or {}), **conn_flat}
     for where, layer in (("pillar mysqlsnap", pillar), ("argument", overrides)):
-        _unknown(layer, DEFAULTS, where)
+        _unknown(layer, defaults, where)
         for sub in ("connection", "btrfs", "lvm"):
             if layer.get(sub) is not None and not isinstance(layer[sub], dict):
                 raise SettingsError(f"{sub} must be a mapping")
-            _unknown(layer.get(sub) or {}, DEFAULTS[sub], sub)
-    return validate(_deep_merge(_deep_merge(DEFAULTS, pillar), overrides))
+            _unknown(layer.get(sub) or {}, defaults[sub], sub)
+    return validate(_deep_merge(_deep_merge(defaults, pillar), overrides))
 
 
 def _bool(value, key):

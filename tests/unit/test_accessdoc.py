@@ -9,6 +9,7 @@ field the store queries or indexes is in the schema.
 
 import webfarm_accessdoc as schema
 import webfarm_accesslog as acl
+from lab import defaults
 from lab.shipper import load_shipper
 
 shipper = load_shipper()
@@ -126,7 +127,7 @@ def test_every_field_the_store_uses_is_in_the_schema():
         acl.status_pipeline(**since),
     ]
     queried = set().union(*map(_referenced, pipelines))
-    indexes = acl.wanted_indexes(acl.store_settings())
+    indexes = acl.wanted_indexes(acl.store_settings(defaults.load("accesslog")["store"]))
     indexed = {key for keys, _ in indexes["access"].values() for key, _ in keys}
     assert queried | indexed | set(acl.SHARD_KEY) <= set(schema.ACCESS) | {schema.ID}
     assert queried == {schema.IP, schema.PATH, schema.STATUS, schema.TIME}  # the walk sees them

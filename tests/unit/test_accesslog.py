@@ -5,12 +5,15 @@ import datetime as dt
 import pytest
 
 import webfarm_accesslog as acl
+from lab import defaults
+
+STORE = defaults.load("accesslog")["store"]
 
 NOW = dt.datetime(2026, 1, 10, 12, 0, tzinfo=dt.UTC)
 
 
 def test_store_settings_defaults_pillar_and_validation():
-    s = acl.store_settings({"database": "logs", "retention_days": "14"}, index_ip="false")
+    s = acl.store_settings(STORE, {"database": "logs", "retention_days": "14"}, index_ip="false")
     assert (s["database"], s["retention_days"], s["index_ip"], s["index_url"]) == (
         "logs",
         14,
@@ -25,7 +28,7 @@ def test_store_settings_defaults_pillar_and_validation():
         ({"colection": "x"}, "unknown keys"),
     ]:
         with pytest.raises(ValueError, match=why):
-            acl.store_settings(bad)
+            acl.store_settings(STORE, bad)
 
 
 def test_redact_uri():
@@ -103,7 +106,7 @@ def test_rows_make_plain_data():
 
 
 def test_index_plan_create_ttl_recreate_drop_and_foreign_left_alone():
-    wanted = acl.wanted_indexes(acl.store_settings({"retention_days": 2, "index_ip": False}))
+    wanted = acl.wanted_indexes(acl.store_settings(STORE, {"retention_days": 2, "index_ip": False}))
     access = wanted["access"]
     assert access["time_ttl"] == ([("time", 1)], {"expireAfterSeconds": 172800})
     assert "ip_time" not in access

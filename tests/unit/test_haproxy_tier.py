@@ -5,6 +5,9 @@ import pytest
 import yaml
 
 import webfarm_haproxy as wh
+from lab import defaults
+
+DEFAULTS = defaults.load("haproxy")
 
 
 def topo():
@@ -39,7 +42,7 @@ def topo():
 
 
 def settings(tier, **override):
-    return wh.tier_settings({"user": "", "group": "", **override}, tier)
+    return wh.tier_settings({"user": "", "group": "", **override}, tier, DEFAULTS)
 
 
 def test_validate_normalises_member_keys_ports_and_weights():
@@ -187,11 +190,13 @@ def test_render_needs_a_bind_and_a_known_site():
 
 
 def test_settings_merge_and_bad_tier():
-    merged = wh.tier_settings({"timeouts": {"client": "1m"}, "site": {"socket": "/tmp/s"}}, "site")
+    merged = wh.tier_settings(
+        {"timeouts": {"client": "1m"}, "site": {"socket": "/tmp/s"}}, "site", DEFAULTS
+    )
     assert merged["timeouts"]["client"] == "1m" and merged["timeouts"]["connect"] == "5s"
     assert merged["socket"] == "/tmp/s" and merged["cookie"] == "FARMID"
     with pytest.raises(ValueError, match="tier"):
-        wh.tier_settings({}, "edge")
+        wh.tier_settings({}, "edge", DEFAULTS)
 
 
 def test_parse_bind():
@@ -365,12 +370,12 @@ def test_tuning_from_pillar_is_rendered():
 def vrrp(**extra):
     """VRRPv2 with a password (the pillar's opt-in); ``vrrp3`` is the default."""
     return wh.vrrp_settings(
-        {"vrrp": {"version": 2, "advert_int": 1, "auth_pass": "s3cret", **extra}}
+        {"vrrp": {"version": 2, "advert_int": 1, "auth_pass": "s3cret", **extra}}, DEFAULTS
     )
 
 
 def vrrp3(**extra):
-    return wh.vrrp_settings({"vrrp": extra})
+    return wh.vrrp_settings({"vrrp": extra}, DEFAULTS)
 
 
 def test_keepalived_config_of_each_lb_differs_only_in_its_own_parts():
@@ -414,7 +419,7 @@ def test_bad_vrrp_settings_are_reported_without_the_secret(minion, extra, messag
 
 def test_vrrp3_is_the_default_sub_second_without_authentication_peers_from_the_topology():
     clean = wh.validate_topology(vip_topo())
-    assert wh.VRRP_DEFAULTS["version"] == 3 and wh.VRRP_DEFAULTS["advert_int"] == 0.5
+    assert DEFAULTS["vrrp"]["version"] == 3 and DEFAULTS["vrrp"]["advert_int"] == 0.5
     a = wh.render_vrrp(clean, "lb-primary", vrrp3())
     b = wh.render_vrrp(clean, "lb-primary-b", vrrp3())
     assert "    version 3\n    advert_int 0.5\n" in a
@@ -465,12 +470,14 @@ def test_mask_secret_masks_config_and_diff_lines():
 
 
 def test_sysctl_wanted_defaults_overrides_and_bad_values():
-    wanted = wh.sysctl_wanted({"sysctl": {"net.core.somaxconn": 4096, "fs.nr_open": None}})
+    wanted = wh.sysctl_wanted(
+        {"sysctl": {"net.core.somaxconn": 4096, "fs.nr_open": None}}, DEFAULTS
+    )
     assert wanted["net.core.somaxconn"] == "4096"
     assert "fs.nr_open" not in wanted
     assert wanted["net.ipv4.tcp_syncookies"] == "1"
     for bad in ({"net.core.somaxconn": "1; reboot"}, {"bad key": 1}, {"a.b": True}):
         with pytest.raises(ValueError):
-            wh.sysctl_wanted({"sysctl": bad})
+            wh.sysctl_wanted({"sysctl": bad}, DEFAULTS)
     text = wh.sysctl_file({"b.c": "1\t2", "a.b": "3"})
     assert text.splitlines()[1:] == ["a.b = 3", "b.c = 1 2"]

@@ -14,8 +14,10 @@ import json
 import pytest
 
 import webfarm_mysqlsnap as logic
+from lab import defaults
 
 UTC = datetime.UTC
+DEFAULTS = defaults.load("mysqlsnap")
 
 
 def base(**extra):
@@ -47,7 +49,7 @@ LVM = {
 
 def test_defaults_pillar_and_overrides_merge():
     s = logic.merge_settings(
-        base(keep=3), {"keep": "5", "port": "3307", "verify": "yes", "__pub_jid": "1"}
+        DEFAULTS, base(keep=3), {"keep": "5", "port": "3307", "verify": "yes", "__pub_jid": "1"}
     )
     assert s["keep"] == 5 and s["verify"] is True
     assert s["connection"]["port"] == 3307 and s["connection"]["host"] == "127.0.0.1"
@@ -55,7 +57,7 @@ def test_defaults_pillar_and_overrides_merge():
 
 
 def test_nested_override_keeps_the_other_keys():
-    s = logic.merge_settings(base(), {"connection": {"user": "other"}})
+    s = logic.merge_settings(DEFAULTS, base(), {"connection": {"user": "other"}})
     assert s["connection"] == {
         **s["connection"],
         "user": "other",
@@ -87,30 +89,30 @@ def test_nested_override_keeps_the_other_keys():
 )
 def test_bad_settings_name_the_key(overrides, match):
     with pytest.raises(logic.SettingsError, match=match):
-        logic.merge_settings(base(), overrides)
+        logic.merge_settings(DEFAULTS, base(), overrides)
 
 
 def test_unknown_pillar_key_is_reported_as_pillar():
     with pytest.raises(logic.SettingsError, match="unknown pillar mysqlsnap setting"):
-        logic.merge_settings(base(retention=3))
+        logic.merge_settings(DEFAULTS, base(retention=3))
 
 
 def test_lvm_settings_are_validated():
-    s = logic.merge_settings(base(**LVM))
+    s = logic.merge_settings(DEFAULTS, base(**LVM))
     assert s["lvm"]["origin_mount"] == "/srv/mysql"
     with pytest.raises(logic.SettingsError, match="lvm:vg must be a plain name"):
-        logic.merge_settings(base(**LVM), {"lvm": {"vg": "vg0; rm -rf /"}})
+        logic.merge_settings(DEFAULTS, base(**LVM), {"lvm": {"vg": "vg0; rm -rf /"}})
     with pytest.raises(logic.SettingsError, match="not inside lvm:origin_mount"):
-        logic.merge_settings(base(**LVM), {"lvm": {"origin_mount": "/data"}})
+        logic.merge_settings(DEFAULTS, base(**LVM), {"lvm": {"origin_mount": "/data"}})
 
 
 def test_remote_destination_is_accepted_as_is():
-    s = logic.merge_settings(base(destination="backuphost:/backup/mysql"))
+    s = logic.merge_settings(DEFAULTS, base(destination="backuphost:/backup/mysql"))
     assert logic.is_remote(s["destination"]) and not logic.is_remote("/backup/mysql")
 
 
 def test_redacted_hides_the_password():
-    s = logic.merge_settings(base())
+    s = logic.merge_settings(DEFAULTS, base())
     shown = logic.redacted(s)
     assert shown["connection"]["password"] == "********" and s["connection"]["password"] == "pw"
 
@@ -166,7 +168,7 @@ def test_newest_age():
 
 
 def test_btrfs_plan():
-    backend = logic.make_backend(logic.merge_settings(base()))
+    backend = logic.make_backend(logic.merge_settings(DEFAULTS, base()))
     name = "mysqlsnap-20261125T020000.000Z"
     (step,) = backend.locked_steps(name)
     assert step.cmd == ["btrfs", "subvolume", "snapshot", "-r", "/srv/mysql", f"/srv/.snap/{name}"]
@@ -178,13 +180,13 @@ def test_btrfs_plan():
 
 
 def test_btrfs_never_freezes_even_with_freeze_auto():
-    backend = logic.make_backend(logic.merge_settings(base(freeze="auto")))
+    backend = logic.make_backend(logic.merge_settings(DEFAULTS, base(freeze="auto")))
     assert [s.label for s in backend.locked_steps("mysqlsnap-20261125T020000.000Z")] == ["snapshot"]
 
 
 def test_lvm_command_lines():
     """LVM cannot run on this kernel (no device-mapper): the exact command lines are checked."""
-    backend = logic.make_backend(logic.merge_settings(base(**LVM)))
+    backend = logic.make_backend(logic.merge_settings(DEFAULTS, base(**LVM)))
     name = "mysqlsnap-20261125T020000.000Z"
     steps = backend.locked_steps(name)
     # the command lines as an operator would type them (split on spaces: no argument has one)
@@ -218,7 +220,7 @@ def test_lvm_command_lines():
 
 def test_lvm_ext4_mount_and_freeze_none():
     lvm = {**LVM, "lvm": {**LVM["lvm"], "fstype": "ext4"}, "freeze": "none"}
-    backend = logic.make_backend(logic.merge_settings(base(**lvm)))
+    backend = logic.make_backend(logic.merge_settings(DEFAULTS, base(**lvm)))
     assert [s.label for s in backend.locked_steps("n")] == ["snapshot"]
     assert backend.mount_steps("n")[0].cmd[3:5] == ["-o", "ro,noload"]
 
@@ -349,18 +351,18 @@ def test_count_sql_quotes_identifiers():
 
 
 def test_check_replica():
-    settings = logic.merge_settings(base())
+    settings = logic.merge_settings(DEFAULTS, base())
     logic.check_replica(settings, {"Master_Host": "10.0.0.1"})
     with pytest.raises(logic.BackupError, match="not a replica"):
         logic.check_replica(settings, None)
-    logic.check_replica(logic.merge_settings(base(require_replica=False)), None)
+    logic.check_replica(logic.merge_settings(DEFAULTS, base(require_replica=False)), None)
 
 
 SERVER_ROW = ("/srv/mysql/data/", "./", "", 1, "10.11.6-MariaDB", "/srv/mysql/data/mysql-bin")
 
 
 def test_check_server_accepts_the_described_server():
-    settings = logic.merge_settings(base())
+    settings = logic.merge_settings(DEFAULTS, base())
     assert logic.check_server(settings, SERVER_ROW) == {
         "version": "10.11.6-MariaDB",
         "flush_engine_logs": False,
@@ -377,7 +379,7 @@ def test_check_server_accepts_the_described_server():
 def test_check_server_resolves_links_with_the_given_resolver():
     """The execution module passes os.path.realpath; here a mapping stands for the links."""
     links = {"/var/lib/mysql": "/srv/mysql/data"}
-    settings = logic.merge_settings(base())
+    settings = logic.merge_settings(DEFAULTS, base())
     row = ("/var/lib/mysql",) + SERVER_ROW[1:]
     with pytest.raises(logic.BackupError, match="the server's datadir is /var/lib/mysql"):
         logic.check_server(settings, row)
@@ -396,7 +398,7 @@ def test_check_server_refuses_innodb_files_outside_the_datadir(index, path, matc
     row = list(SERVER_ROW)
     row[index] = path
     with pytest.raises(logic.BackupError, match=match):
-        logic.check_server(logic.merge_settings(base()), tuple(row))
+        logic.check_server(logic.merge_settings(DEFAULTS, base()), tuple(row))
 
 
 REPLICA_ROW = {

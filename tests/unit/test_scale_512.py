@@ -20,6 +20,7 @@ import yaml
 import webfarm_haproxy as wh
 import webfarm_upgrade as wu
 from demo import cluster
+from lab import defaults
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,7 +79,11 @@ def test_512_members_plan_and_render(big):
 
     # --- HAProxy: the primary tier and every site tier
     valid = wh.validate_topology(topo)
-    primary = wh.render(valid, wh.tier_settings(None, "primary"), binds=[("10.0.0.10", 80)])
+    primary = wh.render(
+        valid,
+        wh.tier_settings(None, "primary", defaults.load("haproxy")),
+        binds=[("10.0.0.10", 80)],
+    )
     pick_sites = servers_of(primary, "pick_site")
     assert set(pick_sites) == {f"s{s}_lb1" for s in range(1, SITES + 1)}
     for s in range(1, SITES + 1):
@@ -87,7 +92,10 @@ def test_512_members_plan_and_render(big):
     for s in range(1, SITES + 1):
         site = f"s{s}"
         config = wh.render(
-            valid, wh.tier_settings(None, "site"), site=site, binds=[(f"10.{s}.0.10", 80)]
+            valid,
+            wh.tier_settings(None, "site", defaults.load("haproxy")),
+            site=site,
+            binds=[(f"10.{s}.0.10", 80)],
         )
         pick = servers_of(config, "pick_farm")
         assert len(pick) == FARMS * MEMBERS

@@ -1,6 +1,6 @@
 # Connection-rate tuning of an LB host (listen/SYN backlogs, SYN cookies, ports, TIME-WAIT,
-# file descriptors, conntrack): every value and why in salt/_utils/webfarm_haproxy.py
-# (SYSCTL_DEFAULTS); override or add keys in pillar haproxy:sysctl.
+# file descriptors, conntrack): every value and why in haproxy/defaults.yaml (sysctl);
+# override or add keys in pillar haproxy:sysctl.
 haproxy-sysctl:
   haproxy_tier.sysctl_tuned:
     - netns: {{ salt['pillar.get']('haproxy:sysctl_netns', None) | json }}

@@ -9,7 +9,8 @@
   too old and catches up by itself after the minion was down.
 -#}
 {%- set role = salt['grains.get']('webfarm:role', '') %}
-{%- set snap = salt['slsutil.merge'](salt['webfarm.defaults']('mysqlsnap'), salt['pillar.get']('mysqlsnap', {}), strategy='recurse') %}
+{%- import_yaml tpldir ~ '/defaults.yaml' as defaults %}
+{%- set snap = salt['slsutil.merge'](defaults, salt['pillar.get']('mysqlsnap', {}), strategy='recurse') %}
 {%- set sched = snap['schedule'] %}
 {%- set dest = snap.get('destination') or '' %}
 {%- set conn = snap.get('connection') or {} %}

@@ -31,6 +31,7 @@ import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 import webfarm_mysqlsnap as logic
+from lab import defaults
 from lab.mariadb import (
     BACKUP_PASSWORD,
     Writer,
@@ -48,6 +49,8 @@ from tests.unit.test_mysqlsnap import LVM, base
 pytestmark = pytest.mark.timeout(180)
 
 MODULE = Path(__file__).resolve().parents[3] / "salt" / "_modules" / "mysqlsnap.py"
+
+DEFAULTS = defaults.load("mysqlsnap")
 
 
 def load_module():
@@ -100,7 +103,7 @@ def real_connect(lab):
 
 
 def settings_for(lab, dest, **overrides):
-    return logic.merge_settings(lab.settings(dest, **overrides))
+    return logic.merge_settings(DEFAULTS, lab.settings(dest, **overrides))
 
 
 # ---------------------------------------------------------------- good backups
@@ -498,7 +501,7 @@ def lvm_run(tmp_path, fail=None):
 
 
 def lvm_settings(tmp_path):
-    return logic.merge_settings(base(**LVM, destination=str(tmp_path / "dest")))
+    return logic.merge_settings(DEFAULTS, base(**LVM, destination=str(tmp_path / "dest")))
 
 
 def test_lvm_backup_sequence(tmp_path):

@@ -1,6 +1,8 @@
-"""webfarm.defaults (each capability's defaults, from its pure module) and webfarm.wait_http
-(against a loopback HTTP server), through Salt's loader."""
+"""webfarm.defaults (each capability's salt/states/<cap>/defaults.yaml, through the file
+client) and webfarm.wait_http (against a loopback HTTP server), through Salt's loader."""
 
+import os
+import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,16 +10,40 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
+from lab import defaults
 
-def test_defaults_are_the_utils_and_a_copy(modules):
-    import webfarm_accesslog
-    import webfarm_mysqlsnap
 
+def test_defaults_are_the_yaml_and_a_copy(modules):
     snap = modules.webfarm.defaults("mysqlsnap")
-    assert snap == webfarm_mysqlsnap.DEFAULTS and snap["schedule"]["max_age"] == "24h"
+    assert snap == defaults.load("mysqlsnap") and snap["schedule"]["max_age"] == "24h"
     snap["schedule"]["max_age"] = "1h"
     assert modules.webfarm.defaults("mysqlsnap")["schedule"]["max_age"] == "24h"
-    assert modules.webfarm.defaults("accesslog") == webfarm_accesslog.DEFAULTS
+    for capability in ("accesslog", "haproxy", "mysqlsnap", "nagios"):
+        assert modules.webfarm.defaults(capability) == defaults.load(capability)
+
+
+def test_defaults_the_fileserver_cannot_give_come_from_the_cache(modules, minion_config):
+    """The fileserver cannot give the file (as with the master unreachable): the copy the file
+    client cached last time; no copy: a clear error."""
+    wanted = modules.webfarm.defaults("mysqlsnap")  # caches salt://mysqlsnap/defaults.yaml
+    files = os.path.join(minion_config["cachedir"], "files")
+    cached = os.path.join(files, "gone", "mysqlsnap", "defaults.yaml")
+    os.makedirs(os.path.dirname(cached), exist_ok=True)  # a saltenv file_roots no longer has
+    shutil.copy(os.path.join(files, "base", "mysqlsnap", "defaults.yaml"), cached)
+    try:
+        assert modules.webfarm.defaults("mysqlsnap", saltenv="gone") == wanted
+    finally:
+        shutil.rmtree(os.path.join(files, "gone"))
+    with pytest.raises(
+        CommandExecutionError,
+        match=r"the fileserver \(gone\) has no salt://mysqlsnap/defaults.yaml .* no cached copy",
+    ):
+        modules.webfarm.defaults("mysqlsnap", saltenv="gone")
+
+
+def test_defaults_of_a_file_the_fileserver_lacks_is_a_clear_error(modules):
+    with pytest.raises(CommandExecutionError, match="has no salt://mysqlsnap/defaults.yaml"):
+        modules.webfarm.defaults("mysqlsnap", saltenv="nosuchenv")
 
 
 def test_an_unknown_capability_is_a_clean_error(modules):

@@ -108,9 +108,9 @@ def test_backup_sls_schedules_only_replicas(
         assert "mysqlsnap-destination" not in ret and job is None
 
 
-def test_backup_sls_takes_its_schedule_defaults_from_the_module(loaders, modules, snap_pillar):
-    """No schedule in pillar: the SLS schedules with webfarm.defaults' values, the ones
-    mysqlsnap.newest also uses (one source, salt/_utils/webfarm_mysqlsnap.py)."""
+def test_backup_sls_takes_its_schedule_defaults_from_the_yaml(loaders, modules, snap_pillar):
+    """No schedule in pillar: the SLS schedules with the values of mysqlsnap/defaults.yaml,
+    the ones webfarm.defaults gives mysqlsnap.newest (one source)."""
     loaders.grains["webfarm"] = {"role": "db-replica"}
     low = modules.state.show_sls("mysqlsnap.schedule", pillar={"mysqlsnap": snap_pillar})
     args = {}
