@@ -55,11 +55,21 @@ def _defaults():
     return __salt__["webfarm.defaults"]("haproxy")
 
 
-def _settings(tier):
+def _from_pillar(read, *args):
+    """``read(pillar haproxy, *args, defaults)``: a bad pillar is a clean SaltInvocationError."""
     try:
-        return webfarm_haproxy.tier_settings(__pillar__.get("haproxy"), tier, _defaults())
+        return read(__pillar__.get("haproxy"), *args, _defaults())
     except ValueError as exc:
         raise SaltInvocationError(str(exc)) from None
+
+
+def _settings(tier):
+    return _from_pillar(webfarm_haproxy.tier_settings, tier)
+
+
+def _in_netns(netns, argv):
+    """``argv`` run inside network namespace ``netns`` (as it is when ``netns`` is empty)."""
+    return ["ip", "netns", "exec", str(netns), *argv] if netns else list(argv)
 
 
 def _tier(tier, farm=None, site=None):
@@ -703,15 +713,7 @@ def set_weight(weight, farm=None, server=None, site=None, tier=None, socket=None
 
 
 def _vrrp():
-    try:
-        return webfarm_haproxy.vrrp_settings(__pillar__.get("haproxy"), _defaults())
-    except ValueError as exc:
-        raise SaltInvocationError(str(exc)) from None
-
-
-def _in_netns(vrrp, argv):
-    netns = vrrp.get("netns")
-    return ["ip", "netns", "exec", str(netns), *argv] if netns else list(argv)
+    return _from_pillar(webfarm_haproxy.vrrp_settings)
 
 
 def _vrrp_text(vrrp):
@@ -756,7 +758,7 @@ def _keepalived_pid(vrrp):
 
 
 def _vrrp_addresses(vrrp):
-    argv = _in_netns(vrrp, ["ip", "-o", "addr", "show"])
+    argv = _in_netns(vrrp.get("netns"), ["ip", "-o", "addr", "show"])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
         raise CommandExecutionError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
@@ -813,7 +815,7 @@ def vrrp_plan():
 
 
 def _keepalived_check(vrrp, path):
-    argv = _in_netns(vrrp, [vrrp["binary"], "--config-test", "-f", path])
+    argv = _in_netns(vrrp.get("netns"), [vrrp["binary"], "--config-test", "-f", path])
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if proc.returncode != 0:
         output = webfarm_haproxy.mask_secret((proc.stdout + proc.stderr).strip())
@@ -839,7 +841,7 @@ def vrrp_start():
     for path in (vrrp["pidfile"], vrrp["vrrp_pidfile"]):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     argv = _in_netns(
-        vrrp,
+        vrrp.get("netns"),
         [vrrp["binary"], "--vrrp", "-f", vrrp["config"], "-p", vrrp["pidfile"],
          "-r", vrrp["vrrp_pidfile"]],
     )  # fmt: skip
@@ -898,14 +900,7 @@ def vrrp_apply(start_if_stopped=True):
 
 
 def _sysctl_wanted():
-    try:
-        return webfarm_haproxy.sysctl_wanted(__pillar__.get("haproxy"), _defaults())
-    except ValueError as exc:
-        raise SaltInvocationError(str(exc)) from None
-
-
-def _sysctl_argv(netns, argv):
-    return ["ip", "netns", "exec", str(netns), *argv] if netns else list(argv)
+    return _from_pillar(webfarm_haproxy.sysctl_wanted)
 
 
 def _sysctl_persisted(netns, missing):
@@ -936,7 +931,7 @@ def sysctl_current(netns=None):
     out = {}
     for key in _sysctl_wanted():
         proc = subprocess.run(
-            _sysctl_argv(netns, ["sysctl", "-n", key]),
+            _in_netns(netns, ["sysctl", "-n", key]),
             capture_output=True,
             text=True,
             timeout=30,
@@ -988,7 +983,7 @@ def sysctl_apply(netns=None, persist=None):
         )
     for key, change in plan_["changes"].items():
         proc = subprocess.run(
-            _sysctl_argv(netns, ["sysctl", "-q", "-w", f"{key}={change['new']}"]),
+            _in_netns(netns, ["sysctl", "-q", "-w", f"{key}={change['new']}"]),
             capture_output=True,
             text=True,
             timeout=30,
